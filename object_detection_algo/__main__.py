@@ -1,0 +1,44 @@
+"""`python -m object_detection_algo COMMAND`: the project's helper commands.
+
+  demo         make the synthetic dataset, train on it, predict once
+  synthetic    write the synthetic dataset as TFRecords
+  flags-table  print the README's flag table (generated from flag_table.py)
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m object_detection_algo',
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    demo = sub.add_parser('demo', help='train on the bundled synthetic dataset')
+    demo.add_argument('--out', default='demo_output', help='folder for data and job outputs')
+    demo.add_argument('flags', nargs='*', help='extra entrypoint flags, after --')
+    syn = sub.add_parser('synthetic', help='write the synthetic dataset')
+    syn.add_argument('--out', required=True)
+    syn.add_argument('--num_train', type=int, default=512)
+    syn.add_argument('--num_val', type=int, default=128)
+    syn.add_argument('--size', type=int, default=128)
+    syn.add_argument('--seed', type=int, default=0)
+    sub.add_parser('flags-table', help='print the flag table as Markdown')
+    args = parser.parse_args(argv)
+
+    if args.command == 'flags-table':
+        from object_detection_algo import flag_table
+        sys.stdout.write(flag_table.markdown_table())
+        return 0
+    if args.command == 'synthetic':
+        from object_detection_algo import synthetic
+        globs = synthetic.write_dataset(args.out, args.num_train, args.num_val,
+                                        args.size, args.seed)
+        print(f'train: {globs["train"]}\nvalidation: {globs["val"]}')
+        return 0
+    from object_detection_algo import demo as demo_lib
+    return demo_lib.run(args.out, args.flags)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Telling people and the tuning service how training goes: the hypertune
+metric after each evaluation, and a readable progress line every few steps."""
+
+import json
+import os
+import time
+from typing import Dict, Optional
+
+import hypertune
+from absl import logging
+
+COCO_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
+                'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm', 'ARl')
+
+
+class TuningReporter:
+    """Reports AP to the tuning service through cloudml-hypertune."""
+
+    def __init__(self, trial: Optional[str]):
+        if trial:
+            os.environ.setdefault('CLOUD_ML_TRIAL_ID', trial)  # hypertune reads it
+        path = os.environ.get('CLOUD_ML_HP_METRIC_FILE')
+        if path and not os.path.dirname(path):
+            # hypertune cannot create a file without a folder in its path.
+            os.environ['CLOUD_ML_HP_METRIC_FILE'] = os.path.abspath(path)
+        self._hpt = hypertune.HyperTune()
+        # hypertune rewrites its file from memory on every report: keep the
+        # lines a preempted run of this job wrote before us.
+        if os.path.exists(self._hpt.metric_path):
+            with open(self._hpt.metric_path) as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if entry.get('trial') == str(self._hpt.trial_id):
+                        self._hpt.metrics_queue.append(entry)
+
+    def report(self, ap: float, step: int) -> None:
+        self._hpt.report_hyperparameter_tuning_metric(
+            hyperparameter_metric_tag='AP', metric_value=ap, global_step=step)
+
+
+class ProgressLog:
+    """An orbit train action: one line per loop with loss, learning rate,
+    images/s and ETA."""
+
+    def __init__(self, global_step, max_steps: int, batch_size: int):
+        self._global_step = global_step
+        self._max_steps = max_steps
+        self._batch_size = batch_size
+        self._last = None
+
+    def restart_clock(self) -> None:
+        """Evaluation time is not training time."""
+        self._last = (int(self._global_step.numpy()), time.time())
+
+    def __call__(self, output: Dict) -> None:
+        step, now = int(self._global_step.numpy()), time.time()
+        if self._last is None:
+            self._last = (0, now)
+        last_step, last_time = self._last
+        steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
+        self._last = (step, now)
+        loss = float(output.get('total_loss', float('nan')))
+        lr = float(output.get('learning_rate', float('nan')))
+        eta = (self._max_steps - step) / steps_per_s if steps_per_s > 0 else float('inf')
+        logging.info('step %d/%d | loss %.4f | lr %.5f | %.2f steps/s, %.1f images/s | ETA %s',
+                     step, self._max_steps, loss, lr, steps_per_s,
+                     steps_per_s * self._batch_size, _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float('inf'):
+        return '?'
+    seconds = int(seconds)
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'

@@ -1,0 +1,203 @@
+"""The real entrypoint, end to end, on real TFRecords through real TensorFlow:
+outputs, hypertune file, exported signature, caller layouts, resume."""
+
+import glob
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import TINY_FLAGS, job_env, run_job, start_job
+from object_detection_algo import synthetic
+
+
+def data_flags(data):
+    return [f'--training_data_path={data["train"]}', f'--validation_data_path={data["val"]}']
+
+
+def hypertune_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope='module')
+def main_job(shapes_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp('main_job')
+    metrics = root / 'hypertune' / 'output.metrics'
+    args = data_flags(shapes_data) + TINY_FLAGS + [
+        f'--job-dir={root / "out"}', '--max_steps=4', '--train_steps_per_eval=2',
+        '--max_num_bboxes_in_prediction=20']
+    code, log = run_job(args, job_env(metrics), root / 'log.txt')
+    assert code == 0, log[-3000:]
+    return {'root': root, 'out': root / 'out', 'metrics': metrics, 'log': log, 'args': args}
+
+
+def test_checkpoints_and_evaluations(main_job):
+    ckpt = main_job['out'] / 'checkpoints'
+    assert tf.train.latest_checkpoint(str(ckpt)).endswith('ckpt-4')
+    with open(ckpt / 'evaluations.json') as f:
+        evaluations = json.load(f)['evaluations']
+    assert [e['step'] for e in evaluations] == [2, 4]
+
+
+def test_one_hypertune_line_per_evaluation(main_job):
+    lines = hypertune_lines(main_job['metrics'])
+    assert [line['global_step'] for line in lines] == ['2', '4']
+    with open(main_job['out'] / 'checkpoints' / 'evaluations.json') as f:
+        evaluations = json.load(f)['evaluations']
+    for line, evaluation in zip(lines, evaluations):
+        assert float(line['AP']) == pytest.approx(evaluation['metrics']['AP'])
+        assert line['trial'] == '0'
+
+
+def test_metrics_json_beside_the_model(main_job):
+    with open(main_job['out'] / 'model' / 'metrics.json') as f:
+        best = json.load(f)
+    assert set(best['metrics']) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'ARmax1',
+                                    'ARmax10', 'ARmax100', 'ARs', 'ARm', 'ARl'}
+    assert best['step'] in (2, 4)
+    assert best['flags']['num_classes'] == 3 and best['flags']['max_steps'] == 4
+    assert all(0.0 <= v <= 1.0 or v == -1.0 for v in best['metrics'].values())
+
+
+def test_exported_signature_serves_mixed_sizes(main_job):
+    model = tf.saved_model.load(str(main_job['out'] / 'model'))
+    serve = model.signatures['serving_default']
+    rng = np.random.RandomState(3)
+    jpeg = synthetic.encode(synthetic.draw_image(rng, size=128)[0], 'jpeg')
+    png = synthetic.encode(synthetic.draw_image(rng, size=96)[0].resize((160, 96)), 'png')
+    out = serve(encoded_image=tf.constant([jpeg, png]), key=tf.constant(['a', 'b']))
+    assert set(out) == {'detection_boxes', 'detection_classes', 'detection_scores',
+                        'num_detections', 'key'}
+    assert out['detection_boxes'].shape == (2, 20, 4)
+    assert out['detection_classes'].shape == out['detection_scores'].shape == (2, 20)
+    assert out['num_detections'].shape == (2,)
+    for name in ('detection_boxes', 'detection_classes', 'detection_scores', 'num_detections'):
+        assert out[name].dtype == tf.float32, name
+    assert list(out['key'].numpy()) == [b'a', b'b']
+    boxes = out['detection_boxes'].numpy()
+    assert boxes.min() >= 0.0 and boxes.max() <= 1.0
+    for i, n in enumerate(out['num_detections'].numpy().astype(int)):
+        assert 0 <= n <= 20
+        classes = out['detection_classes'].numpy()[i, :n]
+        assert np.all((classes >= 1) & (classes <= 3))
+        assert np.all(boxes[i, :n, 0] <= boxes[i, :n, 2])
+
+
+def test_tensorboard_summaries(main_job):
+    tags = set()
+    for path in glob.glob(str(main_job['out'] / 'checkpoints' / '*' / 'events.out.tfevents.*')):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    assert {'total_loss', 'cls_loss', 'box_loss', 'learning_rate', 'AP', 'AP50', 'ARmax100'} <= tags
+
+
+def test_progress_and_evaluation_lines(main_job):
+    log = main_job['log']
+    assert 'Devices: CPU' in log
+    assert 'step 2/4 | loss' in log and 'images/s | ETA' in log
+    assert 'eval at step 2/4 | AP ' in log and 'eval at step 4/4 | AP ' in log
+    assert 'new best, exported to' in log
+
+
+def test_rerun_after_max_steps_does_nothing(main_job):
+    """A finished job started again exits 0 and says so, without new reports."""
+    code, log = run_job(main_job['args'], job_env(main_job['metrics']),
+                        main_job['root'] / 'rerun.txt')
+    assert code == 0, log[-2000:]
+    assert 'Training already reached max_steps=4' in log
+    assert len(hypertune_lines(main_job['metrics'])) == 2
+
+
+@pytest.fixture(scope='module')
+def od_api_data(tmp_path_factory):
+    """Records as the TF Object Detection API and other tools write them: file-name
+    source_ids, class text, format, PNG and grayscale, no size, images without boxes."""
+    out = tmp_path_factory.mktemp('odapi')
+    rng = np.random.RandomState(11)
+    paths = {}
+    for split, count in (('train', 8), ('val', 4)):
+        path = str(out / f'{split}.record')
+        with tf.io.TFRecordWriter(path) as writer:
+            for i in range(count):
+                image, boxes, labels = synthetic.draw_image(rng, size=128)
+                fmt = 'png' if i % 2 else 'jpeg'
+                if i % 3 == 1:
+                    image = image.convert('L')
+                if i == 2:
+                    boxes, labels = [], []  # a negative example
+                example = synthetic.make_example(
+                    synthetic.encode(image, fmt), boxes, labels, 128, 128, fmt=fmt,
+                    source_id=f'{split}/img_{i:03d}.{fmt}', filename=f'img_{i:03d}.{fmt}',
+                    with_size=i % 2 == 0)
+                writer.write(example.SerializeToString())
+        paths[split] = path
+    return paths
+
+
+def test_ai_platform_tuning_trial_with_od_api_records(od_api_data, tmp_path):
+    tf_config = {'cluster': {'master': ['127.0.0.1:2222']},
+                 'task': {'type': 'master', 'index': 0, 'trial': '3'}, 'job': {}}
+    env = job_env(tmp_path / 'hp' / 'output.metrics', TF_CONFIG=json.dumps(tf_config),
+                  CLUSTER_SPEC=json.dumps({'cluster': tf_config['cluster']}))
+    args = data_flags(od_api_data) + TINY_FLAGS + [
+        f'--job-dir={tmp_path / "out"}', '--max_steps=2', '--train_steps_per_eval=2']
+    code, log = run_job(args, env, tmp_path / 'log.txt')
+    assert code == 0, log[-3000:]
+    assert (tmp_path / 'out' / 'model' / 'trial_3' / 'saved_model.pb').exists()
+    assert tf.train.latest_checkpoint(str(tmp_path / 'out' / 'checkpoints' / 'trial_3'))
+    assert not (tmp_path / 'out' / 'model' / 'saved_model.pb').exists()
+    [line] = hypertune_lines(tmp_path / 'hp' / 'output.metrics')
+    assert line['trial'] == '3' and line['global_step'] == '2'
+
+
+def test_vertex_variables_without_job_dir(shapes_data, tmp_path):
+    base = tmp_path / 'vertex' / '5'
+    env = job_env(tmp_path / 'hp' / 'output.metrics', CLOUD_ML_TRIAL_ID='5',
+                  CLOUD_ML_JOB_ID='123', AIP_MODEL_DIR=f'{base}/model/',
+                  AIP_CHECKPOINT_DIR=f'{base}/checkpoints/',
+                  AIP_TENSORBOARD_LOG_DIR=f'{base}/logs/')
+    args = data_flags(shapes_data) + TINY_FLAGS + ['--max_steps=1', '--train_steps_per_eval=1',
+                                                   '--num_eval_images=4']
+    code, log = run_job(args, env, tmp_path / 'log.txt')
+    assert code == 0, log[-3000:]
+    assert (base / 'model' / 'saved_model.pb').exists()
+    assert tf.train.latest_checkpoint(str(base / 'checkpoints'))
+    assert glob.glob(str(base / 'logs' / 'train' / 'events.out.tfevents.*'))
+    assert glob.glob(str(base / 'logs' / 'validation' / 'events.out.tfevents.*'))
+    assert 'Evaluating on 4 of 8 validation images' in log
+    [line] = hypertune_lines(tmp_path / 'hp' / 'output.metrics')
+    assert line['trial'] == '5'
+
+
+def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
+    out = tmp_path / 'out'
+    metrics = tmp_path / 'hp' / 'output.metrics'
+    args = data_flags(shapes_data) + TINY_FLAGS + [
+        f'--job-dir={out}', '--max_steps=8', '--train_steps_per_eval=4',
+        '--checkpoint_every_steps=1']
+    proc = start_job(args, job_env(metrics), tmp_path / 'first.txt')
+    deadline = time.time() + 600
+    while not (out / 'checkpoints' / 'ckpt-5.index').exists():
+        assert proc.poll() is None, open(tmp_path / 'first.txt').read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / 'model' / 'saved_model.pb').exists()  # the step-4 best survived
+    killed_at = int(tf.train.latest_checkpoint(str(out / 'checkpoints')).rsplit('-', 1)[1])
+    assert 5 <= killed_at < 8
+
+    code, log = run_job(args, job_env(metrics), tmp_path / 'second.txt')
+    assert code == 0, log[-3000:]
+    assert f'Resuming from the checkpoint at step {killed_at}' in log
+    assert 'eval at step 4/8' not in log  # already done by the first run
+    assert f'training until step 8' in log
+    assert [line['global_step'] for line in hypertune_lines(metrics)] == ['4', '8']
+    with open(out / 'checkpoints' / 'evaluations.json') as f:
+        assert [e['step'] for e in json.load(f)['evaluations']] == [4, 8]
