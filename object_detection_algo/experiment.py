@@ -30,7 +30,7 @@ def learning_rate_config(s: Dict[str, Any]) -> Dict[str, Any]:
         lr = {'type': 'stepwise', 'stepwise': {
             'boundaries': list(s['stepwise_learning_rate_steps']),
             'values': [s['initial_learning_rate'], *s['stepwise_learning_rate_levels']]}}
-    warmup = None
+    warmup = {'type': None}
     if s['warmup_steps'] > 0:
         warmup = {'type': 'linear', 'linear': {
             'warmup_steps': s['warmup_steps'],
@@ -74,7 +74,9 @@ def build(settings: Dict[str, Any], train_files: List[str], eval_files: List[str
     gen.max_num_detections = s['max_num_bboxes_in_prediction']
     gen.nms_iou_threshold = s['nms_iou_threshold']
     gen.pre_nms_score_threshold = s['nms_score_threshold']
-    task.max_num_eval_detections = s['max_num_bboxes_in_prediction']
+    # COCO AP is defined at 100 detections per image; Model Garden's evaluator
+    # reports AP as -1 if this differs, whatever the model returns.
+    task.max_num_eval_detections = 100
 
     task.losses.focal_loss_alpha = s['focal_loss_alpha']
     task.losses.focal_loss_gamma = s['focal_loss_gamma']

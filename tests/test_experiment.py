@@ -37,7 +37,7 @@ CASES = {
                                           'task.validation_data.parser.max_num_instances': 42}),
     'max_num_bboxes_in_prediction': ('33', {
         'task.model.detection_generator.max_num_detections': 33,
-        'task.max_num_eval_detections': 33}),
+        'task.max_num_eval_detections': 100}),
     'nms_iou_threshold': ('0.6', {'task.model.detection_generator.nms_iou_threshold': 0.6}),
     'nms_score_threshold': ('0.2', {
         'task.model.detection_generator.pre_nms_score_threshold': 0.2}),

@@ -32,9 +32,14 @@ def main_job(shapes_data, tmp_path_factory):
     args = data_flags(shapes_data) + TINY_FLAGS + [
         f'--job-dir={root / "out"}', '--max_steps=4', '--train_steps_per_eval=2',
         '--max_num_bboxes_in_prediction=20']
-    code, log = run_job(args, job_env(metrics), root / 'log.txt')
+    # As AI Platform starts a job that is not a tuning trial: TF_CONFIG without task.trial.
+    cluster = {'master': ['127.0.0.1:2222']}
+    env = job_env(metrics, CLUSTER_SPEC=json.dumps({'cluster': cluster}),
+                  TF_CONFIG=json.dumps({'cluster': cluster, 'task': {'type': 'master', 'index': 0}}))
+    code, log = run_job(args, env, root / 'log.txt')
     assert code == 0, log[-3000:]
-    return {'root': root, 'out': root / 'out', 'metrics': metrics, 'log': log, 'args': args}
+    return {'root': root, 'out': root / 'out', 'metrics': metrics, 'log': log, 'args': args,
+            'env': env}
 
 
 def test_checkpoints_and_evaluations(main_job):
@@ -107,8 +112,7 @@ def test_progress_and_evaluation_lines(main_job):
 
 def test_rerun_after_max_steps_does_nothing(main_job):
     """A finished job started again exits 0 and says so, without new reports."""
-    code, log = run_job(main_job['args'], job_env(main_job['metrics']),
-                        main_job['root'] / 'rerun.txt')
+    code, log = run_job(main_job['args'], main_job['env'], main_job['root'] / 'rerun.txt')
     assert code == 0, log[-2000:]
     assert 'Training already reached max_steps=4' in log
     assert len(hypertune_lines(main_job['metrics'])) == 2
@@ -146,9 +150,11 @@ def test_ai_platform_tuning_trial_with_od_api_records(od_api_data, tmp_path):
     env = job_env(tmp_path / 'hp' / 'output.metrics', TF_CONFIG=json.dumps(tf_config),
                   CLUSTER_SPEC=json.dumps({'cluster': tf_config['cluster']}))
     args = data_flags(od_api_data) + TINY_FLAGS + [
-        f'--job-dir={tmp_path / "out"}', '--max_steps=2', '--train_steps_per_eval=2']
+        f'--job-dir={tmp_path / "out"}', '--max_steps=2', '--train_steps_per_eval=2',
+        '--num_eval_images=100']
     code, log = run_job(args, env, tmp_path / 'log.txt')
     assert code == 0, log[-3000:]
+    assert '--num_eval_images=100 is not below the 4 images of the validation set' in log
     assert (tmp_path / 'out' / 'model' / 'trial_3' / 'saved_model.pb').exists()
     assert tf.train.latest_checkpoint(str(tmp_path / 'out' / 'checkpoints' / 'trial_3'))
     assert not (tmp_path / 'out' / 'model' / 'saved_model.pb').exists()
@@ -176,6 +182,7 @@ def test_vertex_variables_without_job_dir(shapes_data, tmp_path):
 
 
 def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
+    """Started as `docker run IMAGE --flags` would: flags only, local paths."""
     out = tmp_path / 'out'
     metrics = tmp_path / 'hp' / 'output.metrics'
     args = data_flags(shapes_data) + TINY_FLAGS + [

@@ -1,0 +1,23 @@
+# GPU-capable training image: TensorFlow's own GPU image for the pinned TensorFlow,
+# plus the same pins CI installs (requirements.txt). Also runs on CPU-only hosts.
+FROM tensorflow/tensorflow:2.20.0-gpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_USE_LEGACY_KERAS=1 \
+    TF_CPP_MIN_LOG_LEVEL=1
+
+WORKDIR /opt/object_detection
+COPY requirements.txt .
+RUN python3 -m pip install --no-cache-dir -r requirements.txt \
+    && python3 -m pip check
+
+COPY entrypoint.py .
+COPY object_detection_algo/ object_detection_algo/
+
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
+    && mkdir -p /tmp/hypertune && chown trainer /tmp/hypertune
+USER 1000:1000
+
+# AI Platform, Vertex AI and `docker run IMAGE --flag=...` pass flags straight through.
+ENTRYPOINT ["python3", "/opt/object_detection/entrypoint.py"]
