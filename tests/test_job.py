@@ -208,3 +208,23 @@ def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
     assert [line['global_step'] for line in hypertune_lines(metrics)] == ['4', '8']
     with open(out / 'checkpoints' / 'evaluations.json') as f:
         assert [e['step'] for e in json.load(f)['evaluations']] == [4, 8]
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(shapes_data, tmp_path):
+    """Preemption: SIGTERM leads to a checkpoint at the end of the current loop."""
+    out = tmp_path / 'out'
+    args = data_flags(shapes_data) + TINY_FLAGS + [
+        f'--job-dir={out}', '--max_steps=200', '--train_steps_per_eval=200',
+        '--checkpoint_every_steps=1000']
+    proc = start_job(args, job_env(tmp_path / 'hp' / 'm'), tmp_path / 'log.txt')
+    deadline = time.time() + 600
+    while 'step 2/200 | loss' not in open(tmp_path / 'log.txt').read():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143
+    log = open(tmp_path / 'log.txt').read()
+    saved = int(tf.train.latest_checkpoint(str(out / 'checkpoints')).rsplit('-', 1)[1])
+    assert 2 <= saved < 200
+    assert f'Stopped by SIGTERM at step {saved}' in log
+    assert not (out / 'model').exists()  # no evaluation happened, nothing half-exported
