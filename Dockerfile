@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=1
 
 WORKDIR /opt/object_detection
-COPY requirements.txt .
+COPY requirements.txt constraints.txt ./
 RUN python3 -m pip install --no-cache-dir -r requirements.txt \
     && python3 -m pip check
 
