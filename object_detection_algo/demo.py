@@ -32,12 +32,10 @@ ENTRYPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           'entrypoint.py')
 
 
-def predict_one(model_dir: str, image_path_or_bytes, key: str = 'demo'):
+def predict_one(model_dir: str, encoded_image: bytes, key: str = 'demo'):
     import tensorflow as tf
-    model = tf.saved_model.load(model_dir)
-    serve = model.signatures['serving_default']
-    data = image_path_or_bytes
-    out = serve(encoded_image=tf.constant([data]), key=tf.constant([key]))
+    serve = tf.saved_model.load(model_dir).signatures['serving_default']
+    out = serve(encoded_image=tf.constant([encoded_image]), key=tf.constant([key]))
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -66,20 +64,19 @@ def run(out_dir: str, extra_flags=()) -> int:
         best = json.load(f)
 
     # One prediction, as a serving client would send it: raw image bytes + key.
-    from object_detection_algo import synthetic as syn
     import numpy as np
-    image, boxes, labels = syn.draw_image(np.random.RandomState(12345))
-    result = predict_one(model_dir, syn.encode(image), key='demo-image')
+    image, boxes, labels = synthetic.draw_image(np.random.RandomState(12345))
+    result = predict_one(model_dir, synthetic.encode(image), key='demo-image')
     n = int(result['num_detections'][0])
     print(f'\nDemo done in {wall / 60:.1f} min. Best AP {best["metrics"]["AP"]:.3f} '
           f'(AP50 {best["metrics"]["AP50"]:.3f}) at step {best["step"]}.')
     print(f'Best model: {model_dir}  (metrics: {model_dir}/metrics.json)')
     print(f'Prediction on a new image (key {result["key"][0].decode()}), truth: ' +
-          ', '.join(f'{syn.CLASS_NAMES[l - 1]}' for l in labels))
+          ', '.join(f'{synthetic.CLASS_NAMES[l - 1]}' for l in labels))
     for i in range(n):
         if result['detection_scores'][0, i] < 0.3:
             continue
-        cls = syn.CLASS_NAMES[int(result['detection_classes'][0, i]) - 1]
+        cls = synthetic.CLASS_NAMES[int(result['detection_classes'][0, i]) - 1]
         box = ', '.join(f'{v:.2f}' for v in result['detection_boxes'][0, i])
         print(f'  {cls:8s} score {result["detection_scores"][0, i]:.2f}  box [{box}]')
     return 0
