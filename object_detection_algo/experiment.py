@@ -4,7 +4,7 @@ Starts from the `retinanet_resnetfpn_coco` preset and sets every field the
 flag table names in its `config` column.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -45,15 +45,13 @@ def optimizer_config(s: Dict[str, Any]) -> Dict[str, Any]:
 
 def build(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
           validation_steps: int, num_replicas: int = 1,
-          data_dtype: str = 'float32', drop_eval_remainder: bool = False,
-          backbone_checkpoint: Optional[str] = None) -> cfg.ExperimentConfig:
+          data_dtype: str = 'float32', drop_eval_remainder: bool = False) -> cfg.ExperimentConfig:
     s = settings
     height, width = flag_table.padded_image_size(s)
     params = exp_factory.get_exp_config('retinanet_resnetfpn_coco')
     task = params.task
-    # No ImageNet weights can be fetched by default; train from scratch unless told.
-    task.init_checkpoint = backbone_checkpoint or None
-    task.init_checkpoint_modules = 'backbone'
+    # The preset points at ImageNet weights in a Google bucket; we train from scratch.
+    task.init_checkpoint = None
     task.annotation_file = None  # ground truth for COCO eval comes from the records
     params.runtime.mixed_precision_dtype = 'bfloat16' if data_dtype == 'bfloat16' else 'float32'
 
