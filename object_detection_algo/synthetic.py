@@ -9,6 +9,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from object_detection_algo import label_map
+
 CLASS_NAMES = ('circle', 'square', 'triangle')
 
 
@@ -121,6 +123,5 @@ def write_dataset(out_dir: str, num_train: int = 512, num_val: int = 128,
     os.makedirs(out_dir, exist_ok=True)
     write_split(os.path.join(out_dir, 'train'), num_train, seed, size)
     write_split(os.path.join(out_dir, 'val'), num_val, seed + 1, size, first_id=num_train + 1)
-    with open(os.path.join(out_dir, 'label_map.csv'), 'w') as f:
-        f.writelines(f'{i},{name}\n' for i, name in enumerate(CLASS_NAMES, 1))
+    label_map.write(os.path.join(out_dir, 'label_map.csv'), CLASS_NAMES)
     return {'train': os.path.join(out_dir, 'train-*'), 'val': os.path.join(out_dir, 'val-*')}
