@@ -2,6 +2,8 @@
 
   demo         make the synthetic dataset, train on it, predict once
   synthetic    write the synthetic dataset as TFRecords
+  predict      answer images with an exported model (AI Platform JSON)
+  evaluate     COCO metrics of an exported model on a TFRecord glob
   flags-table  print the README's flag table (generated from flag_table.py)
 """
 
@@ -24,7 +26,13 @@ def main(argv=None) -> int:
     syn.add_argument('--size', type=int, default=128)
     syn.add_argument('--seed', type=int, default=0)
     sub.add_parser('flags-table', help='print the flag table as Markdown')
+    from object_detection_algo import evaluate, predict
+    predict.add_arguments(sub.add_parser('predict', help='predict with an exported model'))
+    evaluate.add_arguments(sub.add_parser('evaluate', help='COCO metrics of an exported model'))
     args = parser.parse_args(argv)
+
+    if args.command in ('predict', 'evaluate'):
+        return {'predict': predict, 'evaluate': evaluate}[args.command].run(args)
 
     if args.command == 'flags-table':
         from object_detection_algo import flag_table

@@ -32,13 +32,6 @@ ENTRYPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           'entrypoint.py')
 
 
-def predict_one(model_dir: str, encoded_image: bytes, key: str = 'demo'):
-    import tensorflow as tf
-    serve = tf.saved_model.load(model_dir).signatures['serving_default']
-    out = serve(encoded_image=tf.constant([encoded_image]), key=tf.constant([key]))
-    return {k: v.numpy() for k, v in out.items()}
-
-
 def run(out_dir: str, extra_flags=()) -> int:
     from object_detection_algo import synthetic
     data_dir = os.path.join(out_dir, 'data')
@@ -65,18 +58,27 @@ def run(out_dir: str, extra_flags=()) -> int:
 
     # One prediction, as a serving client would send it: raw image bytes + key.
     import numpy as np
+    from object_detection_algo import model_client
     image, boxes, labels = synthetic.draw_image(np.random.RandomState(12345))
-    result = predict_one(model_dir, synthetic.encode(image), key='demo-image')
-    n = int(result['num_detections'][0])
+    serve = model_client.load(model_dir)
+    [result] = model_client.predict(serve, [synthetic.encode(image)], ['demo-image'])
+    n = int(result['num_detections'])
     print(f'\nDemo done in {wall / 60:.1f} min. Best AP {best["metrics"]["AP"]:.3f} '
           f'(AP50 {best["metrics"]["AP50"]:.3f}) at step {best["step"]}.')
     print(f'Best model: {model_dir}  (metrics: {model_dir}/metrics.json)')
-    print(f'Prediction on a new image (key {result["key"][0].decode()}), truth: ' +
+    print(f'Prediction on a new image (key {result["key"].decode()}), truth: ' +
           ', '.join(f'{synthetic.CLASS_NAMES[l - 1]}' for l in labels))
     for i in range(n):
-        if result['detection_scores'][0, i] < 0.3:
+        if result['detection_scores'][i] < 0.3:
             continue
-        cls = synthetic.CLASS_NAMES[int(result['detection_classes'][0, i]) - 1]
-        box = ', '.join(f'{v:.2f}' for v in result['detection_boxes'][0, i])
-        print(f'  {cls:8s} score {result["detection_scores"][0, i]:.2f}  box [{box}]')
+        cls = synthetic.CLASS_NAMES[int(result['detection_classes'][i]) - 1]
+        box = ', '.join(f'{v:.2f}' for v in result['detection_boxes'][i])
+        print(f'  {cls:8s} score {result["detection_scores"][i]:.2f}  box [{box}]')
+    labels_csv = os.path.join(data_dir, 'label_map.csv')
+    print('\nNext, with the exported model:\n'
+          f'  python -m object_detection_algo predict --model_dir {model_dir} '
+          f'--label_map {labels_csv} --draw_dir {out_dir}/drawn IMAGE...\n'
+          f'  python -m object_detection_algo evaluate --model_dir {model_dir} '
+          f'--data_path "{flags["validation_data_path"]}" --label_map {labels_csv} '
+          f'--output_dir {out_dir}/evaluation')
     return 0

@@ -1,6 +1,7 @@
 """Shared fixtures: small real TFRecord datasets and a runner for the real
 entrypoint in a subprocess, as a caller would start it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -50,3 +51,29 @@ def shapes_data(tmp_path_factory):
     from object_detection_algo import synthetic
     out = tmp_path_factory.mktemp('shapes')
     return synthetic.write_dataset(str(out), num_train=32, num_val=8, size=128, seed=7)
+
+
+def data_flags(data):
+    return [f'--training_data_path={data["train"]}', f'--validation_data_path={data["val"]}']
+
+
+@pytest.fixture(scope='session')
+def main_job(shapes_data, tmp_path_factory):
+    """One tiny whole job, shared by the tests of its outputs and of the
+    commands that use its exported model."""
+    root = tmp_path_factory.mktemp('main_job')
+    metrics = root / 'hypertune' / 'output.metrics'
+    args = data_flags(shapes_data) + TINY_FLAGS + [
+        f'--job-dir={root / "out"}', '--max_steps=4', '--train_steps_per_eval=2',
+        '--max_num_bboxes_in_prediction=20',
+        # An untrained model scores ~0.01 everywhere: keep its boxes, so the
+        # exported model returns detections and metrics are not all zero.
+        '--nms_score_threshold=0']
+    # As AI Platform starts a job that is not a tuning trial: TF_CONFIG without task.trial.
+    cluster = {'master': ['127.0.0.1:2222']}
+    env = job_env(metrics, CLUSTER_SPEC=json.dumps({'cluster': cluster}),
+                  TF_CONFIG=json.dumps({'cluster': cluster, 'task': {'type': 'master', 'index': 0}}))
+    code, log = run_job(args, env, root / 'log.txt')
+    assert code == 0, log[-3000:]
+    return {'root': root, 'out': root / 'out', 'metrics': metrics, 'log': log, 'args': args,
+            'env': env}

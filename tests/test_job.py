@@ -12,34 +12,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import TINY_FLAGS, job_env, run_job, start_job
+from conftest import TINY_FLAGS, data_flags, job_env, run_job, start_job
 from object_detection_algo import synthetic
-
-
-def data_flags(data):
-    return [f'--training_data_path={data["train"]}', f'--validation_data_path={data["val"]}']
 
 
 def hypertune_lines(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-@pytest.fixture(scope='module')
-def main_job(shapes_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp('main_job')
-    metrics = root / 'hypertune' / 'output.metrics'
-    args = data_flags(shapes_data) + TINY_FLAGS + [
-        f'--job-dir={root / "out"}', '--max_steps=4', '--train_steps_per_eval=2',
-        '--max_num_bboxes_in_prediction=20']
-    # As AI Platform starts a job that is not a tuning trial: TF_CONFIG without task.trial.
-    cluster = {'master': ['127.0.0.1:2222']}
-    env = job_env(metrics, CLUSTER_SPEC=json.dumps({'cluster': cluster}),
-                  TF_CONFIG=json.dumps({'cluster': cluster, 'task': {'type': 'master', 'index': 0}}))
-    code, log = run_job(args, env, root / 'log.txt')
-    assert code == 0, log[-3000:]
-    return {'root': root, 'out': root / 'out', 'metrics': metrics, 'log': log, 'args': args,
-            'env': env}
 
 
 def test_checkpoints_and_evaluations(main_job):
