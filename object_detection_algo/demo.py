@@ -60,6 +60,9 @@ def run(out_dir: str, extra_flags=()) -> int:
     import numpy as np
     from object_detection_algo import model_client
     image, boxes, labels = synthetic.draw_image(np.random.RandomState(12345))
+    sample = os.path.join(out_dir, 'sample.jpg')
+    with open(sample, 'wb') as f:
+        f.write(synthetic.encode(image))
     serve = model_client.load(model_dir)
     [result] = model_client.predict(serve, [synthetic.encode(image)], ['demo-image'])
     n = int(result['num_detections'])
@@ -77,7 +80,7 @@ def run(out_dir: str, extra_flags=()) -> int:
     labels_csv = os.path.join(data_dir, 'label_map.csv')
     print('\nNext, with the exported model:\n'
           f'  python -m object_detection_algo predict --model_dir {model_dir} '
-          f'--label_map {labels_csv} --draw_dir {out_dir}/drawn IMAGE...\n'
+          f'--label_map {labels_csv} --draw_dir {out_dir}/drawn {sample}\n'
           f'  python -m object_detection_algo evaluate --model_dir {model_dir} '
           f'--data_path "{flags["validation_data_path"]}" --label_map {labels_csv} '
           f'--output_dir {out_dir}/evaluation')
