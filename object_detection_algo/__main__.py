@@ -3,6 +3,8 @@
   demo         make the synthetic dataset, train on it, predict once
   synthetic    write the synthetic dataset as TFRecords
   flags-table  print the README's flag table (generated from flag_table.py)
+  validate     check TFRecords before training (exit 0: no errors, 1: errors)
+  convert      Pascal VOC / COCO / YOLO / CSV to TFRecords and a label map
 """
 
 import argparse
@@ -24,7 +26,12 @@ def main(argv=None) -> int:
     syn.add_argument('--size', type=int, default=128)
     syn.add_argument('--seed', type=int, default=0)
     sub.add_parser('flags-table', help='print the flag table as Markdown')
+    from object_detection_algo import data_commands
+    data_commands.add_parsers(sub)
     args = parser.parse_args(argv)
+
+    if args.command in ('validate', 'convert'):
+        return data_commands.run(args)
 
     if args.command == 'flags-table':
         from object_detection_algo import flag_table
