@@ -12,6 +12,7 @@ Records are numbered from 0 within each file.
 import collections
 import dataclasses
 import math
+import re
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -86,7 +87,9 @@ def image_size(encoded: bytes) -> Tuple[int, int]:
     try:
         shape = tf.io.decode_image(encoded, channels=3, expand_animations=False).shape
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
-        raise ValueError(e.message.splitlines()[-1] if e.message else str(e)) from None
+        # Keep TensorFlow's reason, without its op and device decorations.
+        reason = re.sub(r'\{\{.*?\}\}\s*|\s*\[Op:\w+\]', '', e.message or str(e)).strip()
+        raise ValueError(reason) from None
     return int(shape[0]), int(shape[1])
 
 
