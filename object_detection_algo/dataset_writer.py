@@ -188,9 +188,10 @@ def _image_info(data: bytes) -> Tuple[int, int, str]:
 EDGE_TOLERANCE = {True: 1e-4, False: 0.5}  # normalized, pixels
 
 
-def _box_problem(box: Box, height: int, width: int, normalized: bool) -> Tuple[str, str]:
-    """('', '') for a good box, else (kind, reason); kind is 'outside' or
-    'degenerate'. Coordinates within EDGE_TOLERANCE outside are clipped."""
+def _box_problem(box: Box, height: int, width: int, normalized: bool) -> Tuple[str, str, str]:
+    """('', '', '') for a good box, else (kind, reason, detail); kind is
+    'outside' or 'degenerate'. Coordinates within EDGE_TOLERANCE outside are
+    moved onto the edge."""
     limit_y, limit_x = (1.0, 1.0) if normalized else (height, width)
     tolerance = EDGE_TOLERANCE[normalized]
     for name, limit in (('ymin', limit_y), ('xmin', limit_x), ('ymax', limit_y), ('xmax', limit_x)):
@@ -201,13 +202,13 @@ def _box_problem(box: Box, height: int, width: int, normalized: bool) -> Tuple[s
               and 0 <= box.xmin <= limit_x and 0 <= box.xmax <= limit_x)  # False for NaN
     if not inside:
         unit = 'normalized' if normalized else f'pixels, image {width}x{height}'
-        return 'outside', (f'box outside the image (xmin={box.xmin:g}, ymin={box.ymin:g}, '
-                           f'xmax={box.xmax:g}, ymax={box.ymax:g}; {unit})')
+        return 'outside', 'box outside the image', (
+            f'xmin={box.xmin:g}, ymin={box.ymin:g}, xmax={box.xmax:g}, ymax={box.ymax:g}; {unit}')
     if box.xmin == box.xmax or box.ymin == box.ymax:
-        return 'degenerate', 'zero-area box'
+        return 'degenerate', 'zero-area box', ''
     if box.xmin > box.xmax or box.ymin > box.ymax:
-        return 'degenerate', 'box with min > max'
-    return '', ''
+        return 'degenerate', 'box with min > max', ''
+    return '', '', ''
 
 
 def write(entries: Iterable[ImageEntry], class_names: Sequence[str], out_dir: str,
@@ -275,12 +276,13 @@ def _entry_example(entry: ImageEntry, class_ids: Dict[str, int], class_names: Se
             summary.drop_box('unknown class', f'{box.origin}: class {box.class_name!r} is not '
                              f'in the class names ({", ".join(class_names)})')
             continue
-        kind, reason = _box_problem(box, height, width, entry.normalized)
+        kind, reason, detail = _box_problem(box, height, width, entry.normalized)
+        where = f'{box.origin} ({detail})' if detail else box.origin
         if kind == 'outside' or (kind == 'degenerate' and not keep_invalid_boxes):
-            summary.drop_box(reason, box.origin)
+            summary.drop_box(reason, where)
             continue
         if kind:
-            summary.kept_invalid_boxes.append((reason, box.origin))
+            summary.kept_invalid_boxes.append((reason, where))
         boxes.append((box.ymin, box.xmin, box.ymax, box.xmax))
         labels.append(class_ids[box.class_name])
     summary.boxes_written += len(boxes)
