@@ -26,7 +26,8 @@ def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
                         ('validation_data_path', eval_files)):
         report = validation.validate(files, check, limit)
         reports[flag] = report
-        logging.info('Data check of --%s=%s:\n%s', flag, settings[flag], report.summary())
+        if report.ok:  # a failed check is logged whole in the error below
+            logging.info('Data check of --%s=%s:\n%s', flag, settings[flag], report.summary())
     import tensorflow as tf
     tf.io.gfile.makedirs(report_dir)
     path = posixpath.join(report_dir, REPORT_FILE)

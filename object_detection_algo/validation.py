@@ -272,7 +272,7 @@ class Report:
                 lines.extend(f'    {i.line()}' for i in found[:examples])
                 if len(found) > examples:
                     lines.append(f'    ... {len(found) - examples} more in the JSON report')
-        hist = ', '.join(f'{k} {self.class_text.get(k, "")}: {v}'.replace('  ', ' ')
+        hist = ', '.join(f'{k} {self.class_text.get(k, "")}'.strip() + f': {v}'
                          for k, v in sorted(self.histogram.items()))
         lines.append(f'Classes (label text: boxes): {hist or "no boxes"}')
         stats = self.box_stats()
