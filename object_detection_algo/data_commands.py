@@ -94,8 +94,8 @@ def _validate(args) -> int:
 
 def _convert(args) -> int:
     import time
-    import tensorflow as tf  # noqa: F401  (imported before the clock starts)
     from object_detection_algo import dataset_writer as dw
+    from object_detection_algo import export  # noqa: F401  (TF and Model Garden: before the clock)
     start = time.time()
     summary = dw.Summary()
     if not 0 <= args.val_fraction < 1 or args.num_shards < 1:
