@@ -77,6 +77,11 @@ def _validate(args) -> int:
     except ValueError as e:
         sys.stderr.write(f'error: --image_size={args.image_size}: {e}\n')
         return 2
+    for name in ('num_classes', 'max_records', 'fpn_min_level'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            sys.stderr.write(f'error: --{name}={value}: must be >= 1.\n')
+            return 2
     settings = validation.Settings(args.num_classes, tuple(size), args.anchor_size,
                                    args.fpn_min_level)
     try:

@@ -249,3 +249,11 @@ def test_validate_command_exit_status_and_json(tmp_path):
 
     nothing = run_validate(f'--data_path={tmp_path}/none-*', '--num_classes=3')
     assert nothing.returncode == 2 and 'matches no files' in nothing.stderr
+
+
+@pytest.mark.parametrize('flag', ['--num_classes=0', '--max_records=0'])
+def test_validate_command_rejects_bad_numbers(flag, tmp_path, capsys):
+    from object_detection_algo import __main__ as cli_main
+    args = ['validate', f'--data_path={tmp_path}/*', '--num_classes=3', flag]
+    assert cli_main.main(args) == 2
+    assert f'error: {flag}: must be >= 1.' in capsys.readouterr().err
