@@ -2,7 +2,6 @@
 their arguments and what they run (the work is in validation.py and the
 convert_*.py modules)."""
 
-import argparse
 import posixpath
 import sys
 
