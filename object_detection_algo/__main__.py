@@ -5,6 +5,8 @@
   predict      answer images with an exported model (AI Platform JSON)
   evaluate     COCO metrics of an exported model on a TFRecord glob
   flags-table  print the README's flag table (generated from flag_table.py)
+  validate     check TFRecords before training (exit 0: no errors, 1: errors)
+  convert      Pascal VOC / COCO / YOLO / CSV to TFRecords and a label map
 """
 
 import argparse
@@ -26,13 +28,16 @@ def main(argv=None) -> int:
     syn.add_argument('--size', type=int, default=128)
     syn.add_argument('--seed', type=int, default=0)
     sub.add_parser('flags-table', help='print the flag table as Markdown')
-    from object_detection_algo import evaluate, predict
+    from object_detection_algo import data_commands, evaluate, predict
     predict.add_arguments(sub.add_parser('predict', help='predict with an exported model'))
     evaluate.add_arguments(sub.add_parser('evaluate', help='COCO metrics of an exported model'))
+    data_commands.add_parsers(sub)
     args = parser.parse_args(argv)
 
     if args.command in ('predict', 'evaluate'):
         return {'predict': predict, 'evaluate': evaluate}[args.command].run(args)
+    if args.command in ('validate', 'convert'):
+        return data_commands.run(args)
 
     if args.command == 'flags-table':
         from object_detection_algo import flag_table

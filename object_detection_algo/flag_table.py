@@ -169,6 +169,12 @@ FLAGS_TABLE: List[Flag] = [
     Flag('head_num_convs', 'int', 4, '>= 1',
          'Convolutions in each box/class head tower.', check=_ge(1),
          config=('task.model.head.num_convs',), extension=True),
+    Flag('preflight_max_records', 'int', 5000, '>= 0',
+         'Records the data check before training reads from each of the two data '
+         'globs: all of them when there are fewer, else a sample spread over the files '
+         '(0 = always all). Errors stop the job before training (exit status 3); the '
+         'report is preflight_report.json in the checkpoint folder.', check=_ge(0),
+         extension=True),
 ]
 
 FLAGS_BY_NAME: Dict[str, Flag] = {f.name: f for f in FLAGS_TABLE}

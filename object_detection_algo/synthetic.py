@@ -4,12 +4,13 @@ format. The bundled default for the demo and the tests."""
 
 import io
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from object_detection_algo import label_map
+from object_detection_algo.dataset_writer import make_example  # the project's one builder
 
 CLASS_NAMES = ('circle', 'square', 'triangle')
 
@@ -60,43 +61,6 @@ def encode(image: Image.Image, fmt: str = 'jpeg') -> bytes:
     return buffer.getvalue()
 
 
-def make_example(encoded: bytes, boxes_px, labels, height: int, width: int,
-                 source_id: Optional[str] = None, fmt: str = 'jpeg',
-                 with_size: bool = True, class_names: Sequence[str] = CLASS_NAMES,
-                 filename: Optional[str] = None):
-    """A tf.train.Example with the CONTRACT keys; optional ones as asked."""
-    import tensorflow as tf
-
-    def floats(values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-    def ints(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-    def strings(values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-    boxes = np.asarray(boxes_px, dtype=np.float64).reshape(-1, 4)
-    feature: Dict[str, tf.train.Feature] = {
-        'image/encoded': strings([encoded]),
-        'image/format': strings([fmt.encode()]),
-        'image/object/bbox/ymin': floats(boxes[:, 0] / height),
-        'image/object/bbox/xmin': floats(boxes[:, 1] / width),
-        'image/object/bbox/ymax': floats(boxes[:, 2] / height),
-        'image/object/bbox/xmax': floats(boxes[:, 3] / width),
-        'image/object/class/label': ints(labels),
-        'image/object/class/text': strings([class_names[i - 1].encode() for i in labels]),
-    }
-    if with_size:
-        feature['image/height'] = ints([height])
-        feature['image/width'] = ints([width])
-    if source_id is not None:
-        feature['image/source_id'] = strings([source_id.encode()])
-    if filename is not None:
-        feature['image/filename'] = strings([filename.encode()])
-    return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
 def write_split(path_prefix: str, num_images: int, seed: int, size: int = 128,
                 num_shards: int = 2, first_id: int = 1) -> List[str]:
     """Writes num_images examples into num_shards files; returns their paths."""
@@ -108,7 +72,7 @@ def write_split(path_prefix: str, num_images: int, seed: int, size: int = 128,
         for index in range(num_images):
             image, boxes, labels = draw_image(rng, size)
             example = make_example(encode(image), boxes, labels, size, size,
-                                   source_id=str(first_id + index),
+                                   source_id=str(first_id + index), class_names=CLASS_NAMES,
                                    filename=f'shape_{first_id + index:06d}.jpg')
             writers[index % num_shards].write(example.SerializeToString())
     finally:

@@ -15,7 +15,8 @@ import tensorflow as tf
 from absl import logging
 from official.core import train_lib, train_utils
 
-from object_detection_algo import devices, experiment, export, outputs, records, reporting
+from object_detection_algo import (devices, experiment, export, outputs, preflight, records,
+                                   reporting)
 from object_detection_algo.task import RetinaNetTask
 
 EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluated
@@ -57,6 +58,7 @@ class Job:
 
         train_files = records.match_files(settings['training_data_path'], 'training_data_path')
         eval_files = records.match_files(settings['validation_data_path'], 'validation_data_path')
+        preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # before any compute
         num_eval = records.count_records(eval_files)
         if num_eval == 0:
             raise records.DataError(

@@ -1,0 +1,275 @@
+"""The converters, each driven through the real `convert` command on small
+generated datasets: round trips back to the source boxes (to 1e-6), class
+names and the label map, the seeded split, byte-identical reruns, and bad
+inputs reported by file and line."""
+
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from object_detection_algo import __main__ as cli_main
+from object_detection_algo import label_map, synthetic, validation
+
+NAMES = ('circle', 'square', 'triangle')  # synthetic's labels 1..3
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+    """Six images of three sizes (one PNG, one without boxes) with pixel boxes
+    [ymin, xmin, ymax, xmax] and class names: the truth every format is made from."""
+    root = tmp_path_factory.mktemp('source')
+    rng = np.random.RandomState(5)
+    images = []
+    for i, (height, width) in enumerate([(96, 128), (128, 96), (80, 80)] * 2):
+        picture, boxes, labels = synthetic.draw_image(rng, size=max(height, width))
+        scale_y, scale_x = height / picture.height, width / picture.width
+        picture = picture.resize((width, height))
+        fmt = 'png' if i == 4 else 'jpeg'
+        filename = f'img_{i}.{"png" if fmt == "png" else "jpg"}'
+        (root / filename).write_bytes(synthetic.encode(picture, fmt))
+        boxes = [] if i == 3 else [(y0 * scale_y + 0.25, x0 * scale_x + 0.5, y1 * scale_y,
+                                    x1 * scale_x) for y0, x0, y1, x1 in boxes]
+        names = [] if i == 3 else [NAMES[label - 1] for label in labels]
+        images.append({'filename': filename, 'height': height, 'width': width,
+                       'boxes': boxes, 'names': names, 'format': fmt})
+    return root, images
+
+
+def convert(*args):
+    """Runs `python -m object_detection_algo convert ...` in this process."""
+    return cli_main.main(['convert', *map(str, args)])
+
+
+def read_output(out_dir):
+    """{filename: parsed record fields} over all train-* and val-* files."""
+    found = {}
+    for split in ('train', 'val'):
+        for path in sorted(tf.io.gfile.glob(f'{out_dir}/{split}-*.tfrecord')):
+            for raw in tf.data.TFRecordDataset(path):
+                f = tf.train.Example.FromString(raw.numpy()).features.feature
+                record = {
+                    'split': split,
+                    'boxes': list(zip(*(f[k].float_list.value for k in validation.BOX_KEYS))),
+                    'labels': list(f['image/object/class/label'].int64_list.value),
+                    'text': [t.decode() for t in f['image/object/class/text'].bytes_list.value],
+                    'format': f['image/format'].bytes_list.value[0].decode(),
+                    'size': (f['image/height'].int64_list.value[0],
+                             f['image/width'].int64_list.value[0]),
+                    'source_id': f['image/source_id'].bytes_list.value[0].decode(),
+                    'encoded': f['image/encoded'].bytes_list.value[0],
+                }
+                found[f['image/filename'].bytes_list.value[0].decode()] = record
+    return found
+
+
+def check_round_trip(source, out_dir, class_names):
+    root, images = source
+    records = read_output(out_dir)
+    assert set(records) == {image['filename'] for image in images}
+    names = label_map.read(os.path.join(out_dir, 'label_map.csv'))
+    assert list(names.values()) == list(class_names)
+    for image in images:
+        record = records[image['filename']]
+        h, w = image['height'], image['width']
+        expected = [(y0 / h, x0 / w, y1 / h, x1 / w) for y0, x0, y1, x1 in image['boxes']]
+        assert len(record['boxes']) == len(expected)
+        for got, want in zip(record['boxes'], expected):
+            assert got == pytest.approx(want, abs=1e-6), image['filename']
+        assert [names[label] for label in record['labels']] == image['names']
+        assert record['text'] == image['names']
+        assert record['size'] == (h, w) and record['format'] == image['format']
+        assert record['encoded'] == (root / image['filename']).read_bytes()  # not re-encoded
+    assert len({r['source_id'] for r in records.values()}) == len(images)
+    report = validation.validate(tf.io.gfile.glob(f'{out_dir}/*.tfrecord'),
+                                 validation.Settings(len(class_names), (128, 128)))
+    assert report.ok, report.summary()
+    return records
+
+
+def write_voc(source, folder, objects=None):
+    root, images = source
+    folder.mkdir()
+    for image in images:
+        annotation = ET.Element('annotation')
+        ET.SubElement(annotation, 'filename').text = image['filename']
+        size = ET.SubElement(annotation, 'size')
+        ET.SubElement(size, 'width').text = str(image['width'])
+        ET.SubElement(size, 'height').text = str(image['height'])
+        for (y0, x0, y1, x1), name in (objects or {}).get(image['filename'],
+                                                         zip(image['boxes'], image['names'])):
+            obj = ET.SubElement(annotation, 'object')
+            ET.SubElement(obj, 'name').text = name
+            box = ET.SubElement(obj, 'bndbox')
+            for key, value in (('xmin', x0), ('ymin', y0), ('xmax', x1), ('ymax', y1)):
+                ET.SubElement(box, key).text = repr(value)
+        ET.indent(annotation)
+        stem = image['filename'].rsplit('.', 1)[0]
+        ET.ElementTree(annotation).write(folder / f'{stem}.xml')
+    return folder
+
+
+def test_voc_round_trip_and_split_lists(source, tmp_path, capsys):
+    root, images = source
+    annotations = write_voc(source, tmp_path / 'xml')
+    (tmp_path / 'train.txt').write_text('img_0\nimg_1\nimg_2\nimg_3\n')
+    (tmp_path / 'val.txt').write_text('img_4\nimg_5\n')
+    out = tmp_path / 'out'
+    assert convert('voc', f'--annotations_dir={annotations}', f'--images_dir={root}',
+                   f'--train_list={tmp_path / "train.txt"}', f'--val_list={tmp_path / "val.txt"}',
+                   f'--out={out}', '--num_shards=3') == 0
+    printed = capsys.readouterr().out
+    records = check_round_trip(source, out, sorted(NAMES))
+    assert {f: r['split'] for f, r in records.items()} == {
+        'img_0.jpg': 'train', 'img_1.jpg': 'train', 'img_2.jpg': 'train', 'img_3.jpg': 'train',
+        'img_4.png': 'val', 'img_5.jpg': 'val'}
+    assert len(tf.io.gfile.glob(f'{out}/train-*-of-00003.tfrecord')) == 3
+    assert len(tf.io.gfile.glob(f'{out}/val-*-of-00002.tfrecord')) == 2  # no more shards than records
+    assert 'Wrote 4 train records, 2 val records' in printed
+    assert 'Dropped records: 0.' in printed and 'Dropped boxes: 0.' in printed
+
+
+def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
+    root, images = source
+    coco_ids = {'square': 9, 'circle': 12, 'triangle': 2}  # sparse and out of name order
+    annotations = []
+    for image_id, image in enumerate(images, 100):
+        for (y0, x0, y1, x1), name in zip(image['boxes'], image['names']):
+            annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
+                                'category_id': coco_ids[name], 'bbox': [x0, y0, x1 - x0, y1 - y0],
+                                'iscrowd': 0, 'area': (x1 - x0) * (y1 - y0)})
+    instances = {'images': [{'id': i, 'file_name': image['filename'], 'height': image['height'],
+                             'width': image['width']} for i, image in enumerate(images, 100)],
+                 'annotations': annotations,
+                 'categories': [{'id': i, 'name': n} for n, i in coco_ids.items()]}
+    (tmp_path / 'instances.json').write_text(json.dumps(instances))
+    out = tmp_path / 'out'
+    assert convert('coco', f'--instances={tmp_path / "instances.json"}', f'--images_dir={root}',
+                   f'--out={out}', '--val_fraction=0.5', '--seed=3') == 0
+    # Ids 1..N in COCO id order: triangle (2), square (9), circle (12).
+    records = check_round_trip(source, out, ['triangle', 'square', 'circle'])
+    assert (out / 'coco_category_ids.csv').read_text() == (
+        'id,coco_id,name\n1,2,triangle\n2,9,square\n3,12,circle\n')
+    assert sorted(r['source_id'] for r in records.values()) == [str(i) for i in range(100, 106)]
+    assert sorted(r['split'] for r in records.values()) == ['train'] * 3 + ['val'] * 3
+    assert 'COCO category ids -> 1..3' in capsys.readouterr().out
+
+
+def test_yolo_round_trip(source, tmp_path):
+    root, images = source
+    labels_dir = tmp_path / 'labels'
+    labels_dir.mkdir()
+    for image in images:
+        if not image['boxes']:
+            continue  # no .txt: a negative example, as YOLO tools write it
+        h, w = image['height'], image['width']
+        lines = [f'{NAMES.index(name)} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} '
+                 f'{(x1 - x0) / w!r} {(y1 - y0) / h!r}'
+                 for (y0, x0, y1, x1), name in zip(image['boxes'], image['names'])]
+        stem = image['filename'].rsplit('.', 1)[0]
+        (labels_dir / f'{stem}.txt').write_text('\n'.join(lines) + '\n')
+    (tmp_path / 'obj.names').write_text('\n'.join(NAMES) + '\n')
+    out = tmp_path / 'out'
+    assert convert('yolo', f'--images_dir={root}', f'--labels_dir={labels_dir}',
+                   f'--names={tmp_path / "obj.names"}', f'--out={out}') == 0
+    check_round_trip(source, out, NAMES)
+
+
+@pytest.mark.parametrize('normalized', [False, True])
+def test_csv_round_trip_with_column_order(source, tmp_path, normalized):
+    root, images = source
+    rows = ['name,cell_type,x_min,x_max,y_min,y_max,comment']
+    for image in images:
+        h, w = (image['height'], image['width']) if normalized else (1, 1)
+        for (y0, x0, y1, x1), name in zip(image['boxes'], image['names']):
+            rows.append(f'{image["filename"]},{name},{x0 / w!r},{x1 / w!r},{y0 / h!r},{y1 / h!r},ok')
+        if not image['boxes']:
+            rows.append(f'{image["filename"]},,,,,,no boxes')
+    (tmp_path / 'boxes.csv').write_text('\n'.join(rows) + '\n')
+    (tmp_path / 'names.txt').write_text('triangle\ncircle\nsquare\n')
+    out = tmp_path / 'out'
+    assert convert('csv', f'--csv={tmp_path / "boxes.csv"}', f'--images_dir={root}',
+                   '--columns=filename,label,xmin,xmax,ymin,ymax,-',
+                   f'--class_names={tmp_path / "names.txt"}', f'--out={out}',
+                   *(['--normalized'] if normalized else [])) == 0
+    check_round_trip(source, out, ['triangle', 'circle', 'square'])
+
+
+def test_same_input_same_bytes_and_seeded_split(source, tmp_path):
+    root, _ = source
+    annotations = write_voc(source, tmp_path / 'xml')
+
+    def run(name, seed):
+        out = tmp_path / name
+        assert convert('voc', f'--annotations_dir={annotations}', f'--images_dir={root}',
+                       f'--out={out}', f'--seed={seed}', '--val_fraction=0.5') == 0
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())
+                if p.name != 'conversion_report.json'}  # that one names the folder
+
+    assert run('a', 7) == run('b', 7)
+    validation_sets = set()
+    for seed in (8, 9, 10):
+        run(f'seed{seed}', seed)
+        validation_sets.add(frozenset(f for f, r in read_output(tmp_path / f'seed{seed}').items()
+                                      if r['split'] == 'val'))
+    assert len(validation_sets) > 1  # the seed picks the split
+
+
+def test_bad_inputs_are_reported_by_file_and_line(source, tmp_path, capsys):
+    root, images = source
+    objects = {
+        'img_0.jpg': [((10, 10, 50, 50), 'circle'), ((10, 10, 50, 200), 'square'),
+                      ((5, 5, 30, 30), 'hexagon'), ((20, 20, 20, 20), 'circle')],
+        'img_1.jpg': [((10, 10, 40, 40), 'circle')],
+    }
+    annotations = write_voc(source, tmp_path / 'xml', objects)
+    (annotations / 'img_1.xml').write_text(
+        (annotations / 'img_1.xml').read_text().replace('img_1.jpg', 'gone.jpg'))
+    (annotations / 'broken.xml').write_text('<annotation><filename>x.jpg</filename>')
+    (tmp_path / 'names.txt').write_text('\n'.join(NAMES) + '\n')
+    out = tmp_path / 'out'
+    assert convert('voc', f'--annotations_dir={annotations}', f'--images_dir={root}',
+                   f'--class_names={tmp_path / "names.txt"}', f'--out={out}') == 0
+    printed = capsys.readouterr().out
+    assert 'Wrote 4 train records, 1 val records (5 images, ' in printed
+    assert 'Dropped records: 2:' in printed
+    assert f'1 bad annotation: broken.xml: not valid XML' in printed
+    assert f'1 missing image: img_1.xml: {root}/gone.jpg not found' in printed
+    assert 'Dropped boxes: 3:' in printed
+    # write_voc indents: the <object> elements start on lines 7, 16, 25, 34 of img_0.xml.
+    assert ('1 box outside the image: img_0.xml line 16 (object 2) (xmin=10, ymin=10, '
+            'xmax=200, ymax=50; pixels, image 128x96)') in printed
+    assert ("1 unknown class: img_0.xml line 25 (object 3): class 'hexagon' is not in the "
+            'class names (circle, square, triangle)') in printed
+    assert '1 zero-area box: img_0.xml line 34 (object 4)' in printed
+    report = json.loads((out / 'conversion_report.json').read_text())
+    assert report['records_written'] == {'train': 4, 'val': 1}
+    assert report['boxes_dropped']['unknown class']['count'] == 1
+    assert read_output(out)['img_0.jpg']['text'] == ['circle']
+
+
+def test_yolo_and_csv_bad_lines(source, tmp_path, capsys):
+    root, images = source
+    (tmp_path / 'labels').mkdir()
+    (tmp_path / 'labels' / 'img_0.txt').write_text('0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n'
+                                                    '1 0.5 0.5\n2 0.95 0.5 0.2 0.2\n')
+    (tmp_path / 'obj.names').write_text('\n'.join(NAMES) + '\n')
+    assert convert('yolo', f'--images_dir={root}', f'--labels_dir={tmp_path / "labels"}',
+                   f'--names={tmp_path / "obj.names"}', f'--out={tmp_path / "y"}') == 0
+    printed = capsys.readouterr().out
+    assert "1 unknown class: img_0.txt line 2: class 'index 7' is not in the class names" in printed
+    assert "1 bad line: img_0.txt line 3: '1 0.5 0.5' is not \"class cx cy w h\"" in printed
+    assert ('1 box outside the image: img_0.txt line 4 (xmin=0.85, ymin=0.4, xmax=1.05, '
+            'ymax=0.6; normalized)') in printed
+
+    (tmp_path / 'b.csv').write_text('img_0.jpg,circle,1,2,30,40\nnothere.jpg,circle,1,2,3,4\n'
+                                    'img_1.jpg,circle,1,2,x,4\n')
+    assert convert('csv', f'--csv={tmp_path / "b.csv"}', f'--images_dir={root}',
+                   f'--out={tmp_path / "c"}') == 0
+    printed = capsys.readouterr().out
+    assert f'1 missing image: b.csv line 2: {root}/nothere.jpg not found' in printed
+    assert "1 bad row: b.csv line 3: box ['2', '1', '4', 'x'] is not four numbers" in printed
+    assert 'Wrote 1 train records, 0 val records (1 images, 1 boxes)' in printed

@@ -1,0 +1,67 @@
+"""The training job's data check: a bad record stops the job before training
+(exit status 3) with a summary naming it, the JSON report lands in the
+checkpoint folder, and nothing else in the job dir is touched."""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from conftest import TINY_FLAGS, job_env, run_job
+from object_detection_algo import synthetic
+
+
+def test_bad_record_stops_the_job_and_leaves_the_job_dir_alone(shapes_data, tmp_path):
+    # A third training file whose record 1 has a label 0 and a box past the right edge.
+    rng = np.random.RandomState(1)
+    bad_file = tmp_path / 'train-bad.tfrecord'
+    with tf.io.TFRecordWriter(str(bad_file)) as writer:
+        for i, (labels, xmax) in enumerate([([1], 40), ([0], 140)]):
+            image = synthetic.draw_image(rng, size=128)[0]
+            example = synthetic.make_example(synthetic.encode(image), [(10, 10, 60, xmax)],
+                                             labels, 128, 128, source_id=str(9000 + i),
+                                             filename=f'bad_{i}.jpg')
+            writer.write(example.SerializeToString())
+    data = tmp_path / "data"  # one glob for the two good files and the bad one
+    data.mkdir()
+    for path in tf.io.gfile.glob(shapes_data['train']) + [str(bad_file)]:
+        (data / path.rsplit('/', 1)[1]).symlink_to(path)
+
+    # A job dir from an earlier run: its checkpoints and best model must survive as they are.
+    out = tmp_path / 'out'
+    earlier = {out / 'checkpoints' / 'checkpoint': b'model_checkpoint_path: "ckpt-4"\n',
+               out / 'checkpoints' / 'ckpt-4.index': b'index bytes',
+               out / 'checkpoints' / 'evaluations.json': b'{"evaluations": []}\n',
+               out / 'model' / 'saved_model.pb': b'saved model bytes',
+               out / 'model' / 'metrics.json': b'{"step": 4}\n'}
+    for path, content in earlier.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    stamps = {path: path.stat().st_mtime_ns for path in earlier}
+
+    args = [f'--training_data_path={data}/train-*', f'--validation_data_path={shapes_data["val"]}',
+            f'--job-dir={out}', *TINY_FLAGS, '--max_steps=2', '--preflight_max_records=6']
+    code, log = run_job(args, job_env(tmp_path / 'hp' / 'output.metrics'), tmp_path / 'log.txt')
+    assert code == 3, log[-3000:]
+    where = f"{data}/train-bad.tfrecord record 1 (source_id '9001', bad_1.jpg)"
+    assert f'error: --training_data_path={data}/train-*: 2 error(s) in the data check' in log
+    assert f'{where}: box 0: label 0 is outside 1..3 (0 is the background class)' in log
+    assert f'{where}: box 0 [ymin 0.078125, xmin 0.078125, ymax 0.46875, xmax 1.09375]: ' \
+           'outside [0, 1]' in log
+    assert 'labels look 0-based' not in log  # labels 0..3: not a 0-based set
+    assert 'Classes (label text: boxes): 0: 1, 1 circle: 4, 2 square: 2, 3 triangle: 1' in log
+    # 6 records at most from 3 files: the first 2 of each, and the log says so.
+    assert 'Checked 6 records in 3 file(s) (a sample: up to 2 records from each of 3 of 3 ' \
+           'files)' in log
+    assert 'No training was done.' in log and 'training until step' not in log
+
+    for path, content in earlier.items():
+        assert path.read_bytes() == content and path.stat().st_mtime_ns == stamps[path], path
+    new = {p for p in out.rglob('*') if p.is_file()} - set(earlier)
+    assert new == {out / 'checkpoints' / 'preflight_report.json'}
+    report = json.loads(new.pop().read_text())
+    train = report['training_data_path']
+    assert not train['ok'] and not train['all_records_checked']
+    assert train['counts_by_rule'] == {'box_outside': 1, 'label_out_of_range': 1,
+                                       'small_box': 1}
+    assert report['validation_data_path']['ok']
