@@ -15,7 +15,8 @@ import tensorflow as tf
 from absl import logging
 from official.core import train_lib, train_utils
 
-from object_detection_algo import devices, experiment, export, outputs, records, reporting
+from object_detection_algo import (devices, experiment, export, outputs, preflight, records,
+                                  reporting)
 from object_detection_algo.task import RetinaNetTask
 
 EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluated
@@ -164,6 +165,7 @@ def run(settings: Dict[str, Any], dirs: outputs.OutputDirs) -> int:
                  dirs.checkpoints, dirs.model, dirs.tensorboard,
                  f', trial {dirs.trial}' if dirs.trial else '')
     try:
+        preflight.check_paths(settings, dirs)
         job = Job(settings, dirs)
     except records.DataError as e:
         logging.error('%s', e)
@@ -180,4 +182,11 @@ def run(settings: Dict[str, Any], dirs: outputs.OutputDirs) -> int:
         logging.warning('Stopped by SIGTERM at step %d; the checkpoint is saved, a '
                         'restart resumes from it.', job.step())
         return 143
+    except tf.errors.PermissionDeniedError as e:
+        message = (f'permission denied by the storage, stopping at step {job.step()}: '
+                   f'{preflight.one_line(e.message)} {preflight.WRITE_ADVICE} A restart '
+                   'resumes from the last checkpoint.')
+        logging.error('%s', message)
+        sys.stderr.write(f'error: {message}\n')
+        return DATA_ERROR
     return 0

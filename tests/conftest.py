@@ -50,3 +50,22 @@ def shapes_data(tmp_path_factory):
     from object_detection_algo import synthetic
     out = tmp_path_factory.mktemp('shapes')
     return synthetic.write_dataset(str(out), num_train=32, num_val=8, size=128, seed=7)
+
+
+@pytest.fixture(scope='session')
+def gcs(tmp_path_factory):
+    """fake-gcs-server behind the TLS proxy of tests/gcs_harness.py. Jobs get
+    `gcs.env`; this process's TensorFlow and google-cloud-storage use it too.
+    `gcs.bucket(name)` makes a bucket, `gcs.client` reads it without faults,
+    `gcs.faults` injects 503s, drops, 403s and held requests."""
+    from gcs_harness import GcsHarness
+    harness = GcsHarness(str(tmp_path_factory.mktemp('gcs')))
+    saved = {k: os.environ.get(k) for k in harness.env}
+    os.environ.update(harness.env)
+    yield harness
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    harness.close()
