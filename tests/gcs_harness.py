@@ -17,6 +17,7 @@ flight until the test lets it go (to kill a job at a chosen moment).
 """
 
 import contextlib
+import ctypes
 import dataclasses
 import http.client
 import http.server
@@ -24,10 +25,11 @@ import json
 import os
 import random
 import re
+import signal
 import socketserver
 import ssl
 import subprocess
-import tempfile
+import sys
 import threading
 import time
 import urllib.parse
@@ -133,6 +135,24 @@ class Faults:
     def wait_released(self, timeout: float) -> None:
         self._release.wait(timeout)
 
+    def control(self, action: str, body: dict):
+        """The test's side, over HTTP (see FaultsControl)."""
+        if action == 'set':
+            for key in ('error_rate', 'drop_rate', 'denied_prefixes'):
+                if key in body:
+                    setattr(self, key, body[key])
+        elif action == 'hold':
+            self.hold(body['pattern'])
+        elif action == 'release':
+            self.release()
+        elif action == 'reset':
+            self.reset()
+        elif action == 'requests':
+            with self._lock:
+                return [dataclasses.astuple(r) for r in self.requests[body.get('since', 0):]]
+        return {'held': self.held.is_set(), 'error_rate': self.error_rate,
+                'drop_rate': self.drop_rate, 'denied_prefixes': self.denied_prefixes}
+
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
@@ -176,6 +196,17 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _forward(self):
         host = self.tunnel_host
+        if host is None and self.path.startswith('/_faults/'):
+            body = self._body()
+            answer = self.server.faults.control(self.path.split('/')[2],
+                                                json.loads(body) if body else {})
+            content = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Length', str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+            return
         if host is None:
             parts = urllib.parse.urlsplit(self.path)
             if parts.scheme:  # absolute-form: a plain HTTP proxy request elsewhere
@@ -343,20 +374,24 @@ class GcsHarness:
             [str(fake_gcs._get_binary_path()), '-scheme', 'http', '-host', '127.0.0.1',
              '-port', str(port), '-backend', 'memory',
              '-log-level', 'warn'],
-            stdout=self._emulator_log, stderr=subprocess.STDOUT)
+            stdout=self._emulator_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self._wait_for_emulator()
 
         ca = trustme.CA()
         self.ca_path = os.path.join(workdir, 'test-ca.pem')
         ca.cert_pem.write_to_path(self.ca_path)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert(*TLS_HOSTS).configure_cert(context)
-        context.set_alpn_protocols(['http/1.1'])
-        self.faults = Faults()
+        cert_path = os.path.join(workdir, 'proxy-cert-and-key.pem')
+        ca.issue_cert(*TLS_HOSTS).private_key_and_cert_chain_pem.write_to_path(cert_path)
         self.proxy_log = os.path.join(workdir, 'proxy.log')
-        self._proxy = _ProxyServer(self.emulator_url, context, self.faults, self.proxy_log)
-        self.proxy_url = f'http://127.0.0.1:{self._proxy.server_address[1]}'
-        threading.Thread(target=self._proxy.serve_forever, daemon=True).start()
+        # A process of its own: TensorFlow in the test process may hold the GIL
+        # through a whole gs:// call, which would starve a proxy thread.
+        self._proxy = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), self.emulator_url, cert_path,
+             self.proxy_log], stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+        self.proxy_url = self._proxy.stdout.readline().decode().strip()
+        if not self.proxy_url.startswith('http://127.0.0.1:'):
+            raise RuntimeError(f'the proxy did not start: see {self.proxy_log}')
+        self.faults = FaultsControl(self.proxy_url)
 
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
@@ -402,14 +437,75 @@ class GcsHarness:
                 self.client.bucket(bucket).blob(f'{prefix}/{name}').upload_from_filename(path)
 
     def close(self) -> None:
-        self.faults.reset()
-        self._proxy.shutdown()
-        self._proxy.server_close()
-        self._emulator.terminate()
-        try:
-            self._emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._emulator.kill()
-            self._emulator.wait()
+        for process in (self._proxy, self._emulator):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         self._emulator_log.close()
 
+
+class FaultsControl:
+    """The proxy's Faults, driven from the test process over HTTP."""
+
+    def __init__(self, proxy_url: str):
+        self._url = proxy_url
+        self.held = _Held(self)
+
+    def _call(self, action: str, body: Optional[dict] = None):
+        request = urllib.request.Request(f'{self._url}/_faults/{action}', method='POST',
+                                         data=json.dumps(body or {}).encode())
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return json.loads(reply.read())
+
+    def __setattr__(self, name, value):
+        if name in ('error_rate', 'drop_rate', 'denied_prefixes'):
+            self._call('set', {name: value})
+        else:
+            super().__setattr__(name, value)
+
+    def hold(self, pattern: str) -> None:
+        """The next request whose 'METHOD path' matches is held until release(),
+        then dropped."""
+        self._call('hold', {'pattern': pattern})
+
+    def release(self) -> None:
+        self._call('release')
+
+    def reset(self) -> None:
+        self._call('reset')
+
+    @property
+    def requests(self) -> List[Request]:
+        return [Request(*r) for r in self._call('requests')]
+
+    def count(self, outcome: str) -> int:
+        return sum(r.outcome == outcome for r in self.requests)
+
+
+class _Held:
+    def __init__(self, control: FaultsControl):
+        self._control = control
+
+    def is_set(self) -> bool:
+        return self._control._call('state')['held']
+
+
+def _die_with_parent() -> None:
+    """The emulator and the proxy end when the test process does, even on SIGKILL."""
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve_proxy(emulator_url: str, cert_path: str, log_path: str) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path)
+    context.set_alpn_protocols(['http/1.1'])
+    server = _ProxyServer(emulator_url, context, Faults(), log_path)
+    print(f'http://127.0.0.1:{server.server_address[1]}', flush=True)
+    server.serve_forever()
+
+
+if __name__ == '__main__':
+    serve_proxy(*sys.argv[1:4])
