@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_FLAGS, job_env, run_job, start_job
-from object_detection_algo import synthetic
+from object_detection_algo import export, synthetic
 
 RETRY_LINE = 'will be automatically retried'  # TensorFlow's retrying_utils
 
@@ -296,3 +296,52 @@ def test_kill_in_the_middle_of_the_best_model_replacement(gs_job, gcs, gcs_data,
     seen = reader.stop()
     assert seen and seen[0] == old_model and seen[-1] == new_model
     assert all(listing in (old_model, new_model) for listing in seen)
+
+
+def write_model_files(folder, tag, metrics):
+    """Files shaped like a SavedModel export (content is what is checked here)."""
+    for name in ('saved_model.pb', 'fingerprint.pb', 'variables/variables.index',
+                 'variables/variables.data-00000-of-00001'):
+        tf.io.gfile.makedirs(os.path.dirname(f'{folder}/{name}'))
+        with tf.io.gfile.GFile(f'{folder}/{name}', 'w') as f:
+            f.write(f'{tag} {name}')
+    if metrics is not None:
+        export.write_json(f'{folder}/metrics.json', metrics)
+
+
+def model_contents(folder):
+    return {os.path.relpath(os.path.join(parent, name), folder):
+            tf.io.gfile.GFile(os.path.join(parent, name)).read()
+            for parent, _, names in tf.io.gfile.walk(folder) for name in names}
+
+
+@pytest.mark.parametrize('where', ['local', 'gs'])
+def test_recover_finishes_a_complete_staging_and_drops_an_unfinished_one(where, gcs, tmp_path):
+    """BestModel.recover() after the three moments a job can die at."""
+    if where == 'gs':
+        gcs.bucket('recover')
+        root = f'gs://recover/{tmp_path.name}'
+    else:
+        root = str(tmp_path)
+    model, staging = f'{root}/model', f'{root}/checkpoints/best_model_staging'
+    best = export.BestModel(model, f'{root}/checkpoints')
+
+    # Died mid-swap: R/model half emptied, staging complete -> finished from staging.
+    write_model_files(model, 'old', {'step': 1})
+    write_model_files(staging, 'new', {'step': 2})
+    new = model_contents(staging)
+    tf.io.gfile.remove(f'{model}/saved_model.pb')
+    tf.io.gfile.remove(f'{model}/variables/variables.index')
+    best.recover()
+    assert model_contents(model) == new and best.metrics() == {'step': 2}
+    assert not tf.io.gfile.exists(staging)
+
+    # Died while exporting (no metrics.json in staging): R/model untouched, staging dropped.
+    write_model_files(staging, 'newer', None)
+    best.recover()
+    assert model_contents(model) == new and not tf.io.gfile.exists(staging)
+
+    # Died after the last copy, before staging was deleted: nothing to redo.
+    write_model_files(staging, 'new', {'step': 2})
+    best.recover()
+    assert model_contents(model) == new and not tf.io.gfile.exists(staging)
