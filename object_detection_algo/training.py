@@ -184,7 +184,7 @@ def run(settings: Dict[str, Any], dirs: outputs.OutputDirs) -> int:
         return 143
     except tf.errors.PermissionDeniedError as e:
         message = (f'permission denied by the storage, stopping at step {job.step()}: '
-                   f'{preflight.one_line(e.message)} {preflight.WRITE_ADVICE} A restart '
+                   f'{preflight.one_line(e.message)}. {preflight.WRITE_ADVICE} A restart '
                    'resumes from the last checkpoint.')
         logging.error('%s', message)
         sys.stderr.write(f'error: {message}\n')

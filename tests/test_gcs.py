@@ -10,6 +10,7 @@ import os
 import threading
 import time
 
+import google.api_core.exceptions
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -53,6 +54,14 @@ def files(gcs, bucket, prefix):
     """{name relative to prefix: md5} of the objects under it, folder markers left out."""
     return {name[len(prefix):]: md5 for name, md5 in gcs.objects(bucket, prefix).items()
             if not name.endswith('/')}
+
+
+def checkpoint_state(gcs, bucket, name):
+    """The checkpoint state file's text ('' before the first one), as a restart reads it."""
+    try:
+        return gcs.client.bucket(bucket).blob(name).download_as_text()
+    except google.api_core.exceptions.NotFound:
+        return ''
 
 
 def wait_for(condition, proc, log_path, timeout=600):
@@ -178,7 +187,7 @@ def test_kill_then_resume_from_the_bucket_under_faults(gcs, gcs_data, tmp_path):
         '--checkpoint_every_steps=1', '--num_eval_images=4']
     env = gcs_env(gcs, tmp_path)
     proc = start_job(args, env, tmp_path / 'first.txt')
-    wait_for(lambda: 'run/checkpoints/ckpt-2.index' in gcs.objects('resume', 'run/checkpoints/'),
+    wait_for(lambda: 'ckpt-2"' in checkpoint_state(gcs, 'resume', 'run/checkpoints/checkpoint'),
              proc, tmp_path / 'first.txt')
     proc.kill()
     proc.wait()
