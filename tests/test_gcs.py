@@ -179,7 +179,7 @@ def test_preflight_names_the_path_within_seconds(case, gcs, gcs_data, tmp_path):
 
 
 def test_kill_then_resume_from_the_bucket_under_faults(gcs, gcs_data, tmp_path):
-    """Killed at step 2 or 3, resumed from gs:// while 10% of the requests fail
+    """Killed at step 2 or 3, resumed from gs:// while 3% of the requests fail
     with 503 or a dropped connection; TensorFlow's retries carry the job."""
     gcs.bucket('resume')
     args = data_flags(gcs_data) + TINY_FLAGS + [
@@ -195,7 +195,8 @@ def test_kill_then_resume_from_the_bucket_under_faults(gcs, gcs_data, tmp_path):
     assert 2 <= killed_at < 4
 
     first_request = len(gcs.faults.requests)
-    gcs.faults.error_rate, gcs.faults.drop_rate = 0.06, 0.04
+    # About 1500 requests (restoring reads the checkpoint index in small ranges).
+    gcs.faults.error_rate, gcs.faults.drop_rate = 0.02, 0.01
     # TF waits 1 s before its first retry, doubling; start at 0.1 s to keep the test short.
     code, log = run_job(args, dict(env, GCS_RETRY_CONFIG_INIT_DELAY_TIME_US='100000'),
                         tmp_path / 'second.txt')
