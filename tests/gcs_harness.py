@@ -13,7 +13,9 @@ through STORAGE_EMULATOR_HOST as plain HTTP, so both clients meet the same fault
 Faults are injected before a request is forwarded (the emulator never sees it):
 a fraction answered 503 or dropped (connection closed, no reply), 403 for
 object paths under a denied prefix, and `hold` to stop a matching request in
-flight until the test lets it go (to kill a job at a chosen moment).
+flight until the test lets it go (to kill a job at a chosen moment). The
+proxy runs as its own process (this file run as a script); the test drives
+its faults and reads its request log over plain HTTP (`/_faults/...`).
 """
 
 import contextlib
