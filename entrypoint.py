@@ -1,6 +1,8 @@
 """Container entrypoint: the AI Platform built-in image object detection
 algorithm's command line. Flags are checked before TensorFlow is imported."""
 
+import os
+
 from absl import app
 
 from object_detection_algo import cli
@@ -8,6 +10,8 @@ from object_detection_algo import cli
 
 def main(argv):
     del argv  # parsed by cli.parse
+    # TensorFlow's gs:// filesystem logs its retries only at this verbosity.
+    os.environ.setdefault('TF_CPP_VMODULE', 'retrying_utils=1')
     from object_detection_algo import training  # imports TensorFlow
     settings, dirs = cli.resolved()
     return training.run(settings, dirs)

@@ -2,7 +2,7 @@
 
 import json
 import posixpath
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -82,31 +82,45 @@ def is_complete(model_dir: str) -> bool:
             and tf.io.gfile.exists(posixpath.join(model_dir, METRICS_FILE)))
 
 
-class BestModel:
-    """Keeps R/model a complete SavedModel at all times.
+def _tree(folder: str) -> Tuple[List[str], List[str]]:
+    """(sub-folders, files) under a folder, as paths relative to it."""
+    folders, files = [], []
+    for parent, _, names in tf.io.gfile.walk(folder):
+        rel = posixpath.relpath(parent.rstrip('/'), folder.rstrip('/'))
+        if rel != '.':
+            folders.append(rel)
+        files += [name if rel == '.' else posixpath.join(rel, name) for name in names]
+    return folders, files
 
-    A new best is written whole into a staging folder beside the checkpoints,
-    then swapped in; the previous best is kept aside until the swap is done,
-    and `recover()` puts it back if a job died in between.
+
+class BestModel:
+    """Keeps R/model a plain SavedModel folder that a reader never finds mixed
+    or half-written, on local disk and on gs://, which has no atomic rename.
+
+    A new best is written whole into a staging folder beside the checkpoints
+    (complete once its metrics.json, written last, exists). Only then is R/model
+    touched: saved_model.pb is deleted first, so a reader finds no model
+    rather than a mixed one; the rest is emptied and refilled from staging;
+    saved_model.pb is copied last. The staging folder is deleted after that.
+    While R/model lacks saved_model.pb a complete staging folder exists, so
+    `recover()` after a kill finishes the copy from it (the new model is
+    better than the one it replaces, and nothing of the old one is needed).
     """
 
     def __init__(self, model_dir: str, work_dir: str):
         self.model_dir = model_dir
         self.staging = posixpath.join(work_dir, 'best_model_staging')
-        self.previous = posixpath.join(work_dir, 'best_model_previous')
 
     def recover(self) -> None:
-        if tf.io.gfile.exists(self.staging):
+        if is_complete(self.staging) and self.metrics() == read_json(
+                posixpath.join(self.staging, METRICS_FILE)):
+            tf.io.gfile.rmtree(self.staging)  # killed after the last copy
+        elif is_complete(self.staging):
+            logging.warning('Completing the interrupted replacement of the best model in %s '
+                            'from %s.', self.model_dir, self.staging)
+            self._install()
+        elif tf.io.gfile.exists(self.staging):
             tf.io.gfile.rmtree(self.staging)  # an export that never finished
-        if tf.io.gfile.exists(self.previous):
-            if is_complete(self.model_dir):
-                tf.io.gfile.rmtree(self.previous)
-            else:
-                logging.warning('Restoring the previous best model into %s '
-                                '(the last replacement was interrupted).', self.model_dir)
-                if tf.io.gfile.exists(self.model_dir):
-                    tf.io.gfile.rmtree(self.model_dir)
-                tf.io.gfile.rename(self.previous, self.model_dir)
 
     def metrics(self) -> Optional[Dict[str, Any]]:
         if not is_complete(self.model_dir):
@@ -116,10 +130,21 @@ class BestModel:
     def replace(self, params, checkpoint_path: str, metrics: Dict[str, Any]) -> None:
         self.recover()
         export_saved_model(params, checkpoint_path, self.staging)
-        write_json(posixpath.join(self.staging, METRICS_FILE), metrics)
-        tf.io.gfile.makedirs(posixpath.dirname(self.model_dir))
+        write_json(posixpath.join(self.staging, METRICS_FILE), metrics)  # marks it complete
+        self._install()
+
+    def _install(self) -> None:
+        """Copies the complete staging folder over R/model, saved_model.pb last."""
+        graph = posixpath.join(self.model_dir, 'saved_model.pb')
+        if tf.io.gfile.exists(graph):
+            tf.io.gfile.remove(graph)  # from here on readers see no model
         if tf.io.gfile.exists(self.model_dir):
-            tf.io.gfile.rename(self.model_dir, self.previous)
-        tf.io.gfile.rename(self.staging, self.model_dir)
-        if tf.io.gfile.exists(self.previous):
-            tf.io.gfile.rmtree(self.previous)
+            tf.io.gfile.rmtree(self.model_dir)  # old variables, assets, metrics
+        folders, files = _tree(self.staging)
+        tf.io.gfile.makedirs(self.model_dir)
+        for name in folders:  # empty ones too (assets/), as a SavedModel has them
+            tf.io.gfile.makedirs(posixpath.join(self.model_dir, name))
+        for name in sorted(files, key=lambda f: f == 'saved_model.pb'):
+            tf.io.gfile.copy(posixpath.join(self.staging, name),
+                             posixpath.join(self.model_dir, name), overwrite=True)
+        tf.io.gfile.rmtree(self.staging)

@@ -16,7 +16,7 @@ from absl import logging
 from official.core import train_lib, train_utils
 
 from object_detection_algo import (devices, experiment, export, outputs, preflight, records,
-                                   reporting)
+                                   reporting, storage_check)
 from object_detection_algo.task import RetinaNetTask
 
 EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluated
@@ -166,6 +166,7 @@ def run(settings: Dict[str, Any], dirs: outputs.OutputDirs) -> int:
                  dirs.checkpoints, dirs.model, dirs.tensorboard,
                  f', trial {dirs.trial}' if dirs.trial else '')
     try:
+        storage_check.check_paths(settings, dirs)
         job = Job(settings, dirs)
     except records.DataError as e:
         logging.error('%s', e)
@@ -182,4 +183,11 @@ def run(settings: Dict[str, Any], dirs: outputs.OutputDirs) -> int:
         logging.warning('Stopped by SIGTERM at step %d; the checkpoint is saved, a '
                         'restart resumes from it.', job.step())
         return 143
+    except tf.errors.PermissionDeniedError as e:
+        message = (f'permission denied by the storage, stopping at step {job.step()}: '
+                   f'{storage_check.one_line(e.message)}. {storage_check.WRITE_ADVICE} A restart '
+                   'resumes from the last checkpoint.')
+        logging.error('%s', message)
+        sys.stderr.write(f'error: {message}\n')
+        return DATA_ERROR
     return 0

@@ -77,3 +77,22 @@ def main_job(shapes_data, tmp_path_factory):
     assert code == 0, log[-3000:]
     return {'root': root, 'out': root / 'out', 'metrics': metrics, 'log': log, 'args': args,
             'env': env}
+
+
+@pytest.fixture(scope='session')
+def gcs(tmp_path_factory):
+    """fake-gcs-server behind the TLS proxy of tests/gcs_harness.py. Jobs get
+    `gcs.env`; this process's TensorFlow and google-cloud-storage use it too.
+    `gcs.bucket(name)` makes a bucket, `gcs.client` reads it without faults,
+    `gcs.faults` injects 503s, drops, 403s and held requests."""
+    from gcs_harness import GcsHarness
+    harness = GcsHarness(str(tmp_path_factory.mktemp('gcs')))
+    saved = {k: os.environ.get(k) for k in harness.env}
+    os.environ.update(harness.env)
+    yield harness
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    harness.close()

@@ -1,0 +1,62 @@
+"""Times one tiny training job (the flags of tests/test_job.py's main job) with
+its data and --job-dir on local disk, then on gs:// (fake-gcs-server behind the
+tests' TLS proxy, tests/gcs_harness.py), and prints both wall times.
+
+  .venv/bin/python bench/gcs_vs_local.py
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+
+from conftest import ENTRYPOINT, TINY_FLAGS, job_env  # noqa: E402
+from gcs_harness import GcsHarness  # noqa: E402
+from object_detection_algo import synthetic  # noqa: E402
+
+FLAGS = TINY_FLAGS + ['--max_steps=4', '--train_steps_per_eval=2',
+                      '--max_num_bboxes_in_prediction=20']
+
+
+def timed_job(args, env, log_path) -> float:
+    start = time.time()
+    with open(log_path, 'w') as log:
+        code = subprocess.call([sys.executable, ENTRYPOINT, *args], env=env, cwd=ROOT,
+                               stdout=log, stderr=subprocess.STDOUT)
+    if code:
+        sys.exit(f'job failed ({code}): see {log_path}')
+    return time.time() - start
+
+
+def main() -> None:
+    tmp = tempfile.mkdtemp(prefix='gcs_vs_local_')
+    data = synthetic.write_dataset(os.path.join(tmp, 'data'), num_train=32, num_val=8,
+                                   size=128, seed=7)
+    harness = GcsHarness(os.path.join(tmp, 'gcs'))
+    try:
+        harness.bucket('bench')
+        harness.upload_dir(os.path.join(tmp, 'data'), 'bench', 'data')
+        local = timed_job([f'--training_data_path={data["train"]}',
+                           f'--validation_data_path={data["val"]}',
+                           f'--job-dir={tmp}/local_run'] + FLAGS,
+                          job_env(f'{tmp}/hp1/output.metrics'), f'{tmp}/local.log')
+        requests = len(harness.faults.requests)
+        remote = timed_job(['--training_data_path=gs://bench/data/train-*',
+                            '--validation_data_path=gs://bench/data/val-*',
+                            '--job-dir=gs://bench/run'] + FLAGS,
+                           job_env(f'{tmp}/hp2/output.metrics', **harness.env),
+                           f'{tmp}/gcs.log')
+        requests = len(harness.faults.requests) - requests
+    finally:
+        harness.close()
+    print(f'local disk: {local:.1f} s')
+    print(f'gs:// (emulator over the TLS proxy): {remote:.1f} s, {requests} HTTP requests')
+    print(f'logs in {tmp}')
+
+
+if __name__ == '__main__':
+    main()
