@@ -7,6 +7,8 @@ best-model replacement."""
 import http.client
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_FLAGS, job_env, run_job, start_job
+from conftest import ROOT, TINY_FLAGS, data_flags, job_env, run_job, start_job
 from object_detection_algo import export, synthetic
 
 RETRY_LINE = 'will be automatically retried'  # TensorFlow's retrying_utils
@@ -33,10 +35,6 @@ def gcs_data(gcs, shapes_data):
     gcs.bucket('data')
     gcs.upload_dir(os.path.dirname(shapes_data['train']), 'data', 'shapes')
     return {'train': 'gs://data/shapes/train-*', 'val': 'gs://data/shapes/val-*'}
-
-
-def data_flags(data):
-    return [f'--training_data_path={data["train"]}', f'--validation_data_path={data["val"]}']
 
 
 def gcs_env(gcs, root, **extra):
@@ -129,6 +127,36 @@ def test_tensorflow_went_through_the_proxy_only(gs_job, gcs):
 
 def test_model_serves_from_gs(gs_job):
     serve_one('gs://job/run/model', 20)
+
+
+def test_predict_and_evaluate_read_the_model_from_gs(gs_job, gcs, gcs_data, tmp_path):
+    env = gcs_env(gcs, tmp_path)
+    image = synthetic.draw_image(np.random.RandomState(9), size=128)[0]
+    gcs.client.bucket('data').blob('new/image.jpg').upload_from_string(synthetic.encode(image))
+    common = [sys.executable, '-m', 'object_detection_algo']
+    predicted = subprocess.run(
+        common + ['predict', '--model_dir', 'gs://job/run/model', '--label_map',
+                  'gs://data/shapes/label_map.csv', '--output', 'gs://job/predictions.jsonl',
+                  '--draw_dir', 'gs://job/drawn', 'gs://data/new/image.jpg'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    [answer] = [json.loads(line) for line in gcs.client.bucket('job').blob(
+        'predictions.jsonl').download_as_text().splitlines()]
+    assert answer['key'] == 'gs://data/new/image.jpg'
+    assert len(answer['detection_boxes']) == 20
+    assert 'drawn/image.png' in set(gcs.objects('job', 'drawn/'))
+
+    evaluated = subprocess.run(
+        common + ['evaluate', '--model_dir', 'gs://job/run/model', '--data_path', gcs_data['val'],
+                  '--output_dir', 'gs://job/evaluation'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = read_json(gcs, 'job', 'evaluation/metrics.json')
+    best = read_json(gcs, 'job', 'run/model/metrics.json')
+    assert report['num_images'] == 8
+    assert report['metrics']['AP'] == pytest.approx(best['metrics']['AP'], abs=0.005)
+    assert {'evaluation/pr_curves.json', 'evaluation/pr_curves.png'} <= set(
+        gcs.objects('job', 'evaluation/'))
 
 
 def test_proxy_refuses_other_destinations(gcs):
