@@ -2,7 +2,7 @@
 (instances in, JSON lines out) against bare `serving_default` calls on the
 same images, at batch 1 and batch 16, one after the other in one go.
 
-    .venv/bin/python bench/predict_throughput.py --model_dir demo_output/job/model [--images 64]
+    .venv/bin/python bench/predict_throughput.py --model_dir demo_output/job/model [--images 128] [--repeats 3]
 """
 
 import argparse
@@ -18,7 +18,8 @@ sys.path.insert(0, ROOT)
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--model_dir', required=True)
-    parser.add_argument('--images', type=int, default=64)
+    parser.add_argument('--images', type=int, default=128)
+    parser.add_argument('--repeats', type=int, default=3, help='timed runs; the median is shown')
     parser.add_argument('--size', type=int, default=128)
     args = parser.parse_args()
 
@@ -48,10 +49,13 @@ def main():
     for batch in (1, 16):
         for name, fn in (('serving_default', bare), ('predict', ours)):
             fn(batch)  # warm up this batch shape
-            start = time.perf_counter()
-            fn(batch)
-            seconds = time.perf_counter() - start
-            print(f'batch {batch:2d}  {name:16s} {args.images / seconds:6.1f} images/s')
+            rates = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                fn(batch)
+                rates.append(args.images / (time.perf_counter() - start))
+            print(f'batch {batch:2d}  {name:16s} {sorted(rates)[len(rates) // 2]:6.1f} images/s '
+                  f'(runs: {", ".join(f"{r:.1f}" for r in rates)})')
 
 
 if __name__ == '__main__':
