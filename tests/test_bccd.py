@@ -13,11 +13,15 @@ import tensorflow as tf
 from conftest import ROOT, TINY_FLAGS, job_env, run_job
 from object_detection_algo import label_map
 
-BCCD = os.path.join(os.path.dirname(ROOT), 'shared', 'datasets', 'bccd')
+# Beside the checkout; a checkout elsewhere on this machine finds the team's
+# shared folder at /work/shared.
+_PLACES = [os.path.join(os.path.dirname(ROOT), 'shared', 'datasets', 'bccd'),
+           '/work/shared/datasets/bccd']
+BCCD = next((p for p in _PLACES if os.path.isdir(os.path.join(p, 'BCCD'))), _PLACES[0])
 VOC = os.path.join(BCCD, 'BCCD')
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(VOC),
-    reason=f'the BCCD dataset is not at {BCCD} (<repo>/../shared/datasets/bccd); CI has it')
+    reason=f'the BCCD dataset is not at {" or ".join(_PLACES)}; CI has it')
 
 # PROVENANCE.md: 4888 boxes (RBC 4155, WBC 372, Platelets 361); these two RBC are zero-area.
 DEFECTS = {'BloodImage_00338.jpg': (504, 337), 'BloodImage_00343.jpg': (181, 329)}
