@@ -32,6 +32,11 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def _must_exist(path: str) -> None:
+    if not tf.io.gfile.exists(path):
+        raise InputError(f'{path}: no such file.')
+
+
 def _expand(path: str) -> List[str]:
     """A folder's images, a glob's matches, or the file itself."""
     if tf.io.gfile.isdir(path):
@@ -45,8 +50,7 @@ def _expand(path: str) -> List[str]:
         if not matches:
             raise InputError(f'{path} matches no files.')
         return matches
-    if not tf.io.gfile.exists(path):
-        raise InputError(f'{path}: no such file.')
+    _must_exist(path)
     return [path]
 
 
@@ -80,6 +84,7 @@ def _from_json_instance(instance, origin: str, default_key: str) -> Instance:
 def from_json_instances(path: str) -> Iterator[Instance]:
     """Newline-delimited JSON, as `gcloud ai-platform predict --json-instances`
     reads it; a missing key defaults to the line number."""
+    _must_exist(path)
     with tf.io.gfile.GFile(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -95,6 +100,7 @@ def from_json_instances(path: str) -> Iterator[Instance]:
 
 def from_json_request(path: str) -> Iterator[Instance]:
     """A request body {"instances": [...]}; a missing key defaults to the index."""
+    _must_exist(path)
     with tf.io.gfile.GFile(path) as f:
         try:
             request = json.load(f)

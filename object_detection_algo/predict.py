@@ -123,9 +123,12 @@ def answer(serve, stream: Iterable, batch_size: int, names, threshold, draw_dir
                 yield {'key': instance.key, 'error': f'{instance.origin}: {error}'}
                 continue
             if draw_dir:
-                draw(instance.image, result, names,
-                     DRAW_THRESHOLD if threshold is None else threshold,
-                     os.path.join(draw_dir, _png_name(instance.key, used_names)))
+                try:
+                    draw(instance.image, result, names,
+                         DRAW_THRESHOLD if threshold is None else threshold,
+                         os.path.join(draw_dir, _png_name(instance.key, used_names)))
+                except OSError as e:  # Pillow cannot read every format TensorFlow decodes
+                    sys.stderr.write(f'warning: {instance.origin}: not drawn: {e}\n')
             yield prediction_json(result, names, threshold)
         progress.add(len(chunk), failed)
     progress.add(0, 0, final=True)

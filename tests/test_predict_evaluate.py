@@ -200,6 +200,10 @@ def test_missing_inputs_fail_before_predicting(model, tmp_path):
     assert result.returncode == 2
     assert f'{tmp_path / "nothing-*.jpg"} matches no files' in result.stderr
     assert result.stdout == ''
+    result = command('predict', '--model_dir', model['dir'], '--json-instances',
+                     str(tmp_path / 'absent.jsonl'))
+    assert result.returncode == 2
+    assert f'{tmp_path / "absent.jsonl"}: no such file' in result.stderr
 
 
 def test_saved_model_cli_show_and_run(model, images, tmp_path):
