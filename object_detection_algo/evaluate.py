@@ -210,6 +210,10 @@ def run(args) -> int:
             records.DataError) as e:
         sys.stderr.write(f'error: {e}\n')
         return 2
+    except tf.errors.OpError as e:  # a record the job's decoder cannot read
+        sys.stderr.write(f'error: --data_path={args.data_path}: {e.message.splitlines()[0]} '
+                         '(`python -m object_detection_algo validate` names the record).\n')
+        return 2
     if not data.truth:
         sys.stderr.write(f'error: {args.data_path}: the {len(data.images)} records hold no '
                          'boxes; COCO AP needs ground truth.\n')
