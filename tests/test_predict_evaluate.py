@@ -228,3 +228,15 @@ def test_saved_model_cli_show_and_run(model, images, tmp_path):
     direct = direct_call(model['dir'], [data], ['cli'])
     for name in ('detection_boxes', 'detection_scores', 'detection_classes', 'num_detections'):
         np.testing.assert_allclose(np.load(outdir / f'{name}.npy'), direct[name], atol=1e-6)
+
+
+def test_evaluate_names_the_data_when_a_record_does_not_decode(model, tmp_path):
+    path = str(tmp_path / 'broken.tfrecord')
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(synthetic.make_example(b'not an image', [[1, 1, 9, 9]], [1], 128, 128,
+                                            source_id='7').SerializeToString())
+    result = command('evaluate', '--model_dir', model['dir'], '--data_path', path,
+                     '--output_dir', str(tmp_path / 'out'))
+    assert result.returncode == 2
+    assert f'--data_path={path}' in result.stderr and 'validate' in result.stderr
+    assert not (tmp_path / 'out').exists()
