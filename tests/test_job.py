@@ -160,6 +160,11 @@ def test_vertex_variables_without_job_dir(shapes_data, tmp_path):
     assert line['trial'] == '5'
 
 
+def latest_step(checkpoint_dir):
+    path = tf.train.latest_checkpoint(str(checkpoint_dir))
+    return int(path.rsplit('-', 1)[1]) if path else 0
+
+
 def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
     """Started as `docker run IMAGE --flags` would: flags only, local paths."""
     out = tmp_path / 'out'
@@ -169,14 +174,16 @@ def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
         '--checkpoint_every_steps=1']
     proc = start_job(args, job_env(metrics), tmp_path / 'first.txt')
     deadline = time.time() + 600
-    while not (out / 'checkpoints' / 'ckpt-5.index').exists():
+    # Wait on the checkpoint state file, not on ckpt-5.index: TensorFlow writes the index
+    # before it records the checkpoint as the latest, and a kill in between resumes from 4.
+    while latest_step(out / 'checkpoints') < 5:
         assert proc.poll() is None, open(tmp_path / 'first.txt').read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / 'model' / 'saved_model.pb').exists()  # the step-4 best survived
-    killed_at = int(tf.train.latest_checkpoint(str(out / 'checkpoints')).rsplit('-', 1)[1])
+    killed_at = latest_step(out / 'checkpoints')
     assert 5 <= killed_at < 8
 
     code, log = run_job(args, job_env(metrics), tmp_path / 'second.txt')
