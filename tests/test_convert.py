@@ -158,24 +158,52 @@ def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
     assert 'COCO category ids -> 1..3' in capsys.readouterr().out
 
 
-def test_yolo_round_trip(source, tmp_path):
+def write_yolo(source, folder):
+    """<stem>.txt per image with boxes (none for the negative, as YOLO tools do) and obj.names."""
     root, images = source
-    labels_dir = tmp_path / 'labels'
-    labels_dir.mkdir()
+    folder.mkdir()
     for image in images:
         if not image['boxes']:
-            continue  # no .txt: a negative example, as YOLO tools write it
+            continue
         h, w = image['height'], image['width']
         lines = [f'{NAMES.index(name)} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} '
                  f'{(x1 - x0) / w!r} {(y1 - y0) / h!r}'
                  for (y0, x0, y1, x1), name in zip(image['boxes'], image['names'])]
         stem = image['filename'].rsplit('.', 1)[0]
-        (labels_dir / f'{stem}.txt').write_text('\n'.join(lines) + '\n')
-    (tmp_path / 'obj.names').write_text('\n'.join(NAMES) + '\n')
+        (folder / f'{stem}.txt').write_text('\n'.join(lines) + '\n')
+    (folder / 'obj.names').write_text('\n'.join(NAMES) + '\n')
+    return folder
+
+
+def test_yolo_round_trip(source, tmp_path):
+    root, images = source
+    labels_dir = write_yolo(source, tmp_path / 'labels')
     out = tmp_path / 'out'
     assert convert('yolo', f'--images_dir={root}', f'--labels_dir={labels_dir}',
-                   f'--names={tmp_path / "obj.names"}', f'--out={out}') == 0
+                   f'--names={labels_dir / "obj.names"}', f'--out={out}') == 0
     check_round_trip(source, out, NAMES)
+
+
+def test_from_and_to_gs(source, gcs, tmp_path, capsys):
+    """Images, annotations and output in a bucket, through TensorFlow's own gs://
+    filesystem (the test emulator behind its TLS proxy, tests/gcs_harness.py);
+    then `validate` reads the records from gs://."""
+    root, images = source
+    gcs.bucket('convert')
+    gcs.upload_dir(str(root), 'convert', 'images')
+    gcs.upload_dir(str(write_voc(source, tmp_path / 'xml')), 'convert', 'voc')
+    gcs.upload_dir(str(write_yolo(source, tmp_path / 'labels')), 'convert', 'yolo')
+    assert convert('voc', '--annotations_dir=gs://convert/voc', '--images_dir=gs://convert/images',
+                   '--out=gs://convert/out_voc', '--num_shards=2') == 0
+    check_round_trip(source, 'gs://convert/out_voc', sorted(NAMES))
+    assert convert('yolo', '--images_dir=gs://convert/images', '--labels_dir=gs://convert/yolo',
+                   '--names=gs://convert/yolo/obj.names', '--out=gs://convert/out_yolo') == 0
+    check_round_trip(source, 'gs://convert/out_yolo', NAMES)
+    capsys.readouterr()
+    assert cli_main.main(['validate', '--data_path=gs://convert/out_voc/*.tfrecord',
+                          '--num_classes=3', '--image_size=128,128']) == 0
+    assert 'Checked 6 records in 3 file(s)' in capsys.readouterr().out
+    assert 'out_voc/conversion_report.json' in gcs.objects('convert', 'out_voc/')
 
 
 @pytest.mark.parametrize('normalized', [False, True])
