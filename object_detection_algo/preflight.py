@@ -1,15 +1,25 @@
 """The data check the training job runs before it builds anything: the
 validator over both data globs, the JSON report in the checkpoint folder, and
-a DataError (exit status 3) with the summary when a record is bad."""
+a DataError (exit status 3) with the summary when a record is bad. When the
+input pipeline later fails on a record the check's sample did not read, the
+same validator reads every record of that set to name it."""
 
 import posixpath
-from typing import Any, Dict, List
+import re
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 
 from object_detection_algo import export, flag_table, records, validation
 
 REPORT_FILE = 'preflight_report.json'  # in the checkpoint folder
+FAILURE_REPORT_FILE = 'data_failure_report.json'  # same folder, after a mid-job failure
+
+
+def check_settings(settings: Dict[str, Any]) -> validation.Settings:
+    return validation.Settings(
+        num_classes=settings['num_classes'], image_size=flag_table.padded_image_size(settings),
+        anchor_size=settings['anchor_size'], min_level=settings['fpn_min_level'])
 
 
 def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
@@ -17,9 +27,7 @@ def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
     """Validates both sets; writes <report_dir>/preflight_report.json and
     returns its path. Raises records.DataError with the summary on errors.
     Writes nothing else: checkpoints and the best model are left as they are."""
-    check = validation.Settings(
-        num_classes=settings['num_classes'], image_size=flag_table.padded_image_size(settings),
-        anchor_size=settings['anchor_size'], min_level=settings['fpn_min_level'])
+    check = check_settings(settings)
     limit = settings['preflight_max_records'] or None
     reports = {}
     for flag, files in (('training_data_path', train_files),
@@ -42,3 +50,32 @@ def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
             f'Full report: {path}')
     logging.info('Data check passed; report: %s', path)
     return path
+
+
+def pipeline_failure(message: str) -> str:
+    """The cause in TensorFlow's message for an error inside tf.data, without
+    the graph, node and iterator names around it."""
+    text = re.sub(r'\[\[.*?\]\]|\[Op:[^\]]*\]', '', ' '.join(message.split()))
+    if 'transformation with iterator: ' in text:
+        text = text.rsplit('transformation with iterator: ', 1)[1].split(': ', 1)[-1]
+    return text.strip()
+
+
+def name_bad_records(settings: Dict[str, Any], flag: str, files: List[str], failure: str,
+                     report_dir: str, saved: str) -> Optional[records.DataError]:
+    """After the input pipeline of --flag failed with `failure` (TensorFlow's
+    message does not say which record): checks every record of the set and
+    returns a DataError naming the bad ones, with `saved` (what was kept) and
+    what to do, or None when every record passes (the failure is not the data's)."""
+    logging.error('The input pipeline of --%s failed: %s\nReading every record of its %d '
+                  'file(s) to find the bad one(s). %s', flag, failure, len(files), saved)
+    report = validation.validate(files, check_settings(settings))
+    if report.ok:
+        return None
+    path = posixpath.join(report_dir, FAILURE_REPORT_FILE)
+    export.write_json(path, {flag: report.as_dict()})
+    return records.DataError(
+        f'--{flag}={settings[flag]}: the input pipeline failed on a record the check before '
+        f'training did not read ({failure}). Every record checked now: '
+        f'{report.count(validation.ERROR)} error(s):\n{report.summary()}\n{saved} Fix or '
+        f'remove the records and start the job again. Full report: {path}')

@@ -23,6 +23,10 @@ EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluat
 DATA_ERROR = 3
 
 
+# What a record the decoder cannot take raises from inside the input pipeline.
+_PIPELINE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+
+
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was written."""
 
@@ -56,8 +60,10 @@ class Job:
         self.strategy = devices.make_strategy(choice)
         on_tpu = choice.kind == 'tpu'
 
-        train_files = records.match_files(settings['training_data_path'], 'training_data_path')
-        eval_files = records.match_files(settings['validation_data_path'], 'validation_data_path')
+        self.train_files = train_files = records.match_files(
+            settings['training_data_path'], 'training_data_path')
+        self.eval_files = eval_files = records.match_files(
+            settings['validation_data_path'], 'validation_data_path')
         preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # before any compute
         num_eval = records.count_records(eval_files)
         if num_eval == 0:
@@ -116,10 +122,36 @@ class Job:
         best = self.best.metrics()
         return best['metrics']['AP'] if best else -1.0
 
+    def _bad_data(self, flag: str, error: tf.errors.OpError, saved: str) -> records.DataError:
+        """The DataError naming the records behind a pipeline failure; re-raises
+        the failure itself when every record passes the check."""
+        found = preflight.name_bad_records(
+            self.s, flag, self.train_files if flag == 'training_data_path' else self.eval_files,
+            preflight.pipeline_failure(error.message), self.dirs.checkpoints, saved)
+        if found is None:
+            raise error
+        return found
+
+    def train_to(self, target: int) -> None:
+        try:
+            self.controller.train(steps=target, checkpoint_at_completion=True)
+        except _PIPELINE_ERRORS as e:
+            self.controller.save_checkpoint()  # the steps done so far are kept
+            step = self.step()
+            raise self._bad_data('training_data_path', e, (
+                f'Training stopped at step {step}; its checkpoint is saved and the best model '
+                f'is untouched: a restart resumes from step {step}.')) from None
+
     def evaluate(self) -> None:
         step = self.step()
         start = time.time()
-        output = self.controller.evaluate(steps=self.params.trainer.validation_steps)
+        try:
+            output = self.controller.evaluate(steps=self.params.trainer.validation_steps)
+        except _PIPELINE_ERRORS as e:
+            raise self._bad_data('validation_data_path', e, (
+                f'The evaluation at step {step} did not finish; the checkpoint of step {step} '
+                'is saved and the best model is untouched: a restart resumes from there and '
+                'evaluates.')) from None
         metrics = {k: float(output[k]) for k in reporting.COCO_METRICS}
         ap = metrics['AP']
         self.tuning.report(ap, step)
@@ -152,7 +184,7 @@ class Job:
         self.progress.restart_clock()
         while step < self.max_steps:
             target = min((step // self.interval + 1) * self.interval, self.max_steps)
-            self.controller.train(steps=target, checkpoint_at_completion=True)
+            self.train_to(target)
             step = self.step()
             self.evaluate()
         best = self.best.metrics()
@@ -179,6 +211,10 @@ def run(settings: Dict[str, Any], dirs: outputs.OutputDirs) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         job.run()
+    except records.DataError as e:
+        logging.error('%s', e)
+        sys.stderr.write(f'error: {e}\n')
+        return DATA_ERROR
     except Preempted:
         logging.warning('Stopped by SIGTERM at step %d; the checkpoint is saved, a '
                         'restart resumes from it.', job.step())

@@ -1,10 +1,13 @@
 """The training job's data check: a bad record stops the job before training
 (exit status 3) with a summary naming it, the JSON report lands in the
-checkpoint folder, and nothing else in the job dir is touched."""
+checkpoint folder, and nothing else in the job dir is touched. A bad record
+the check's sample missed stops the job when the input pipeline meets it,
+named, with the steps done saved."""
 
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import TINY_FLAGS, job_env, run_job
@@ -65,3 +68,67 @@ def test_bad_record_stops_the_job_and_leaves_the_job_dir_alone(shapes_data, tmp_
     assert train['counts_by_rule'] == {'box_outside': 1, 'label_out_of_range': 1,
                                        'small_box': 1}
     assert report['validation_data_path']['ok']
+
+
+def write_records(path, rng, bad_index, count=3):
+    """`count` good shapes records, except record `bad_index`, whose image bytes
+    are not an image."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(count):
+            image, boxes, labels = synthetic.draw_image(rng, size=128)
+            encoded = b'not an image' if i == bad_index else synthetic.encode(image)
+            writer.write(synthetic.make_example(encoded, boxes, labels, 128, 128,
+                                                source_id=str(7000 + i),
+                                                filename=f'late_{i}.jpg').SerializeToString())
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_bad_record_past_the_sample_is_named_and_nothing_is_lost(split, shapes_data, tmp_path):
+    """The check reads 2 records per file; record 2 of an extra file is bad. The
+    input pipeline fails on it mid-job: the job saves what it has, reads every
+    record to name the bad one, and stops with exit status 3."""
+    data = {'train': tmp_path / 'train', 'val': tmp_path / 'val'}
+    for name, folder in data.items():
+        folder.mkdir()
+        for path in tf.io.gfile.glob(shapes_data[name]):
+            (folder / path.rsplit('/', 1)[1]).symlink_to(path)
+    bad_file = data[split] / f'{split}-late.tfrecord'
+    write_records(bad_file, np.random.RandomState(3), bad_index=2)
+    out = tmp_path / 'out'
+    flag = 'training_data_path' if split == 'train' else 'validation_data_path'
+    args = [f'--training_data_path={data["train"]}/*', f'--validation_data_path={data["val"]}/*',
+            f'--job-dir={out}', *TINY_FLAGS, '--preflight_max_records=6',
+            '--checkpoint_every_steps=1000',
+            *(['--max_steps=40', '--train_steps_per_eval=40'] if split == 'train' else
+              ['--max_steps=2', '--train_steps_per_eval=2'])]
+    env = job_env(tmp_path / 'hp' / 'output.metrics')
+    code, log = run_job(args, env, tmp_path / 'log.txt')
+    assert code == 3, log[-3000:]
+    assert 'Data check passed' in log  # the sample missed it
+    [line] = [x for x in log.splitlines() if x.startswith('error: ')]
+    assert line == (f'error: --{flag}={data[split]}/*: the input pipeline failed on a record '
+                    'the check before training did not read (Unknown image file format. One of '
+                    'JPEG, PNG, GIF, BMP, WebP required.). Every record checked now: 1 error(s):')
+    assert f"{bad_file} record 2 (source_id '7002', late_2.jpg): image/encoded (12 bytes) " \
+           'does not decode' in log
+    total = 32 + 3 if split == 'train' else 8 + 3
+    assert f'Checked {total} records in 3 file(s) (all records)' in log
+    report = json.loads((out / 'checkpoints' / 'data_failure_report.json').read_text())
+    assert report[flag]['counts_by_rule']['undecodable_image'] == 1
+    step = int(tf.train.latest_checkpoint(str(out / 'checkpoints')).rsplit('-', 1)[1])
+    assert not (out / 'model').exists()
+    if split == 'train':
+        assert 0 <= step < 40
+        assert f'Training stopped at step {step}; its checkpoint is saved' in log
+    else:
+        assert step == 2
+        assert 'The evaluation at step 2 did not finish; the checkpoint of step 2 is saved' in log
+
+    bad_file.unlink()  # fixed: the restart goes on from the saved step
+    args = [a for a in args if not a.startswith(('--max_steps', '--train_steps_per_eval'))]
+    code, log = run_job(args + [f'--max_steps={step + 1}', f'--train_steps_per_eval={step + 1}'],
+                        env, tmp_path / 'log2.txt')
+    assert code == 0, log[-3000:]
+    if step:
+        assert f'Resuming from the checkpoint at step {step}' in log
+    assert (out / 'model' / 'saved_model.pb').exists()
