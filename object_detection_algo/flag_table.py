@@ -175,6 +175,12 @@ FLAGS_TABLE: List[Flag] = [
          '(0 = always all). Errors stop the job before training (exit status 3); the '
          'report is preflight_report.json in the checkpoint folder.', check=_ge(0),
          extension=True),
+    Flag('skip_bad_records', 'bool', False, 'true, false',
+         'Train and evaluate without the records that fail the data check, instead of '
+         'stopping. The check then reads every record of both sets (preflight_max_records '
+         'is ignored); the log and preflight_report.json count and list the skipped '
+         'records. An unreadable file, duplicate source_ids and 0-based labels concern a '
+         'whole file or set and still stop the job.', extension=True),
 ]
 
 FLAGS_BY_NAME: Dict[str, Flag] = {f.name: f for f in FLAGS_TABLE}

@@ -23,33 +23,52 @@ def check_settings(settings: Dict[str, Any]) -> validation.Settings:
 
 
 def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
-        report_dir: str) -> str:
-    """Validates both sets; writes <report_dir>/preflight_report.json and
-    returns its path. Raises records.DataError with the summary on errors.
+        report_dir: str) -> Dict[str, List[int]]:
+    """Validates both sets and writes <report_dir>/preflight_report.json.
+    Raises records.DataError with the summary on errors, unless
+    --skip_bad_records lets the job go on without the bad records: then returns
+    {flag: fingerprints of the records to skip} (validation.fingerprint).
     Writes nothing else: checkpoints and the best model are left as they are."""
     check = check_settings(settings)
-    limit = settings['preflight_max_records'] or None
+    skip = settings.get('skip_bad_records', False)
+    limit = None if skip else settings['preflight_max_records'] or None  # skipping needs all
     reports = {}
     for flag, files in (('training_data_path', train_files),
                         ('validation_data_path', eval_files)):
         report = validation.validate(files, check, limit)
         reports[flag] = report
-        if report.ok:  # a failed check is logged whole in the error below
+        if report.ok:  # a failed check is logged whole below
             logging.info('Data check of --%s=%s:\n%s', flag, settings[flag], report.summary())
     import tensorflow as tf
     tf.io.gfile.makedirs(report_dir)
     path = posixpath.join(report_dir, REPORT_FILE)
-    export.write_json(path, {flag: r.as_dict() for flag, r in reports.items()})
+    export.write_json(path, {flag: dict(r.as_dict(), records_skipped=len(r.bad_records)
+                                        if skip and not r.set_errors() else 0)
+                             for flag, r in reports.items()})
     bad = {flag: r for flag, r in reports.items() if not r.ok}
-    if bad:
+    stopping = {flag: r for flag, r in bad.items() if not skip or r.set_errors()}
+    if stopping:
         parts = [f'--{flag}={settings[flag]}: {r.count(validation.ERROR)} error(s) in the '
-                 f'data check:\n{r.summary()}' for flag, r in bad.items()]
+                 f'data check:\n{r.summary()}' for flag, r in stopping.items()]
+        if skip:
+            codes = sorted({i.code for r in stopping.values() for i in r.set_errors()})
+            parts.append(f'--skip_bad_records skips single records; {", ".join(codes)} '
+                         'concern(s) a whole file or set and still stop the job.')
         raise records.DataError(
             '\n'.join(parts) + f'\nNo training was done. Fix the records (`python -m '
             f'object_detection_algo validate` checks them) and start the job again. '
             f'Full report: {path}')
-    logging.info('Data check passed; report: %s', path)
-    return path
+    for flag, r in bad.items():
+        if len(r.bad_records) >= r.records:
+            raise records.DataError(
+                f'--{flag}={settings[flag]}: all {r.records} records have errors, none is '
+                f'left to use:\n{r.summary()}\nFull report: {path}')
+        logging.warning('--skip_bad_records: training and evaluating without %d of the %d '
+                        'records of --%s=%s, the records with errors below.\n%s',
+                        len(r.bad_records), r.records, flag, settings[flag], r.summary())
+    logging.info('Data check passed%s; report: %s',
+                 ' (bad records skipped)' if bad else '', path)
+    return {flag: [fp for fp, _ in r.bad_records] for flag, r in bad.items()}
 
 
 def pipeline_failure(message: str) -> str:

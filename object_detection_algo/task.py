@@ -1,13 +1,37 @@
-"""Model Garden's RetinaNet task, reading records with our tolerant decoder."""
+"""Model Garden's RetinaNet task, reading records with our tolerant decoder
+and leaving out the records the data check chose to skip."""
 
+from typing import Dict, Optional, Sequence
+
+import tensorflow as tf
 from official.common import dataset_fn
 from official.vision.dataloaders import input_reader, input_reader_factory, retinanet_input
 from official.vision.tasks import retinanet
 
-from object_detection_algo import records
+from object_detection_algo import records, validation
+
+
+def _reader(file_type: str, skip: Sequence[int]):
+    """The dataset_fn for the files: records whose fingerprint is in `skip` are
+    dropped before they are decoded."""
+    read = dataset_fn.pick_dataset_fn(file_type)
+    if not skip:
+        return read
+    bad = sorted(set(skip))
+
+    def read_skipping(*args, **kwargs):
+        keep = lambda raw: tf.logical_not(tf.reduce_any(tf.equal(
+            validation.fingerprint(raw), tf.constant(bad, tf.int64))))
+        return read(*args, **kwargs).filter(keep)
+    return read_skipping
 
 
 class RetinaNetTask(retinanet.RetinaNetTask):
+
+    def __init__(self, params, skip: Optional[Dict[bool, Sequence[int]]] = None, **kwargs):
+        """skip: {is_training: fingerprints of records to leave out}."""
+        super().__init__(params, **kwargs)
+        self._skip = skip or {}
 
     def build_inputs(self, params, input_context=None):
         model = self.task_config.model
@@ -34,7 +58,7 @@ class RetinaNetTask(retinanet.RetinaNetTask):
             keep_aspect_ratio=p.keep_aspect_ratio)
         reader = input_reader_factory.input_reader_generator(
             params,
-            dataset_fn=dataset_fn.pick_dataset_fn(params.file_type),
+            dataset_fn=_reader(params.file_type, self._skip.get(params.is_training, ())),
             decoder_fn=records.RecordDecoder().decode,
             combine_fn=input_reader.create_combine_fn(params),
             parser_fn=parser.parse_fn(params.is_training))

@@ -64,12 +64,12 @@ class Job:
             settings['training_data_path'], 'training_data_path')
         self.eval_files = eval_files = records.match_files(
             settings['validation_data_path'], 'validation_data_path')
-        preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # before any compute
-        num_eval = records.count_records(eval_files)
-        if num_eval == 0:
+        skip = preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # before compute
+        num_eval = records.count_records(eval_files) - len(skip.get('validation_data_path', ()))
+        if num_eval <= 0:
             raise records.DataError(
                 f'--validation_data_path={settings["validation_data_path"]}: the '
-                f'{len(eval_files)} matching file(s) hold no records.')
+                f'{len(eval_files)} matching file(s) hold no usable records.')
         logging.info('Data: %d training file(s), %d validation file(s) with %d records.',
                      len(train_files), len(eval_files), num_eval)
         replicas = self.strategy.num_replicas_in_sync
@@ -92,7 +92,8 @@ class Job:
         self.evaluations_path = posixpath.join(dirs.checkpoints, EVALUATIONS_FILE)
         self.evaluations = export.read_json(self.evaluations_path) or {'evaluations': []}
 
-        task = RetinaNetTask(self.params.task)
+        task = RetinaNetTask(self.params.task, skip={
+            True: skip.get('training_data_path', ()), False: skip.get('validation_data_path', ())})
         with self.strategy.scope():
             trainer = train_utils.create_trainer(self.params, task, train=True, evaluate=True)
         self.progress = reporting.ProgressLog(

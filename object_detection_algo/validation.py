@@ -37,6 +37,9 @@ RULES = {
     'no_boxes': (INFO, 'an image without boxes (a valid negative example)'),
 }
 
+# Problems of a whole file or set: skipping single records does not fix them.
+SET_ERRORS = ('unreadable_file', 'duplicate_source_id', 'zero_based_labels')
+
 BOX_KEYS = ('image/object/bbox/ymin', 'image/object/bbox/xmin',
             'image/object/bbox/ymax', 'image/object/bbox/xmax')
 LABEL_KEY = 'image/object/class/label'
@@ -221,6 +224,8 @@ class Report:
         self.histogram: Dict[int, int] = collections.Counter()
         self.class_text: Dict[int, str] = {}
         self.box_sides: List[float] = []
+        # Records with an error of their own: (fingerprint of the serialized record, where).
+        self.bad_records: List[Tuple[int, str]] = []
 
     def count(self, severity: str) -> int:
         return sum(1 for i in self.issues if i.severity == severity)
@@ -228,6 +233,9 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.count(ERROR) == 0
+
+    def set_errors(self) -> List[Issue]:
+        return [i for i in self.issues if i.code in SET_ERRORS]
 
     def counts(self) -> Dict[str, int]:
         return dict(sorted(collections.Counter(i.code for i in self.issues).items()))
@@ -249,6 +257,7 @@ class Report:
             'settings': dataclasses.asdict(self.settings),
             'counts': {sev: self.count(sev) for sev in (ERROR, WARNING, INFO)},
             'counts_by_rule': self.counts(),
+            'records_with_errors': len(self.bad_records),
             'class_histogram': {str(k): {'count': v, 'text': self.class_text.get(k, '')}
                                 for k, v in sorted(self.histogram.items())},
             'box_size_at_model_input': self.box_stats(),
@@ -288,6 +297,13 @@ class Report:
         return '\n'.join(lines)
 
 
+def fingerprint(serialized):
+    """A 62-bit hash of a serialized record, the same in Python (bytes) and in a
+    tf.data pipeline (string tensor): how the job skips the records listed here."""
+    import tensorflow as tf
+    return tf.strings.to_hash_bucket_fast(serialized, 2 ** 62)
+
+
 class Validator:
     """Streams records through check_example and the set-wide rules."""
 
@@ -304,8 +320,9 @@ class Validator:
         try:
             example = tf.train.Example.FromString(raw)
         except Exception as e:  # protobuf's DecodeError
-            report.issues.append(Issue('not_an_example', path, index, '', '',
-                                       f'not a tf.train.Example ({e})'))
+            issue = Issue('not_an_example', path, index, '', '', f'not a tf.train.Example ({e})')
+            report.issues.append(issue)
+            report.bad_records.append((int(fingerprint(raw)), issue.where()))
             return
         problems, facts = check_example(example, report.settings, self.decode)
         for code, message in problems:
@@ -313,6 +330,8 @@ class Validator:
             report.issues.append(issue)
             if code == 'label_out_of_range' and ' label 0 ' in message and not self._label_zero:
                 self._label_zero = issue
+        if any(RULES[code][0] == ERROR for code, _ in problems):
+            report.bad_records.append((int(fingerprint(raw)), issue.where()))
         for i, label in enumerate(facts.labels):
             report.histogram[label] += 1
             if i < len(facts.texts):

@@ -132,3 +132,62 @@ def test_bad_record_past_the_sample_is_named_and_nothing_is_lost(split, shapes_d
     if step:
         assert f'Resuming from the checkpoint at step {step}' in log
     assert (out / 'model' / 'saved_model.pb').exists()
+
+
+def test_skip_bad_records_trains_and_evaluates_without_them(shapes_data, tmp_path):
+    """--skip_bad_records: every record is checked, the bad ones are counted,
+    listed and left out. An undecodable image left in would stop the job, so
+    an epoch of training and a whole evaluation passing shows they were skipped."""
+    rng = np.random.RandomState(4)
+    data = {'train': tmp_path / 'train', 'val': tmp_path / 'val'}
+    for name, folder in data.items():
+        folder.mkdir()
+        for path in tf.io.gfile.glob(shapes_data[name]):
+            (folder / path.rsplit('/', 1)[1]).symlink_to(path)
+        write_records(folder / f'{name}-late.tfrecord', rng, bad_index=2)
+    with tf.io.TFRecordWriter(str(data['train'] / 'train-box.tfrecord')) as writer:
+        image = synthetic.draw_image(rng, size=128)[0]
+        writer.write(synthetic.make_example(synthetic.encode(image), [(10, 10, 60, 140)], [1],
+                                            128, 128, source_id='8000').SerializeToString())
+    out = tmp_path / 'out'
+    # 36 training records, 2 skipped: 17 steps of 2 are an epoch; 20 go past it.
+    args = [f'--training_data_path={data["train"]}/*', f'--validation_data_path={data["val"]}/*',
+            f'--job-dir={out}', *TINY_FLAGS, '--max_steps=20', '--train_steps_per_eval=20',
+            '--skip_bad_records=true', '--preflight_max_records=2', '--num_eval_images=0']
+    code, log = run_job(args, job_env(tmp_path / 'hp' / 'output.metrics'), tmp_path / 'log.txt')
+    assert code == 0, log[-3000:]
+    assert ('--skip_bad_records: training and evaluating without 2 of the 36 records of '
+            f'--training_data_path={data["train"]}/*') in log
+    assert ('--skip_bad_records: training and evaluating without 1 of the 11 records of '
+            f'--validation_data_path={data["val"]}/*') in log
+    assert f"{data['train']}/train-late.tfrecord record 2 (source_id '7002', late_2.jpg): " \
+           'image/encoded (12 bytes) does not decode' in log
+    assert f"{data['train']}/train-box.tfrecord record 0 (source_id '8000'): box 0" in log
+    assert 'Evaluating on all 10 validation images.' in log
+    assert 'eval at step 20/20' in log and (out / 'model' / 'saved_model.pb').exists()
+    report = json.loads((out / 'checkpoints' / 'preflight_report.json').read_text())
+    assert report['training_data_path']['records_skipped'] == 2
+    assert report['training_data_path']['all_records_checked']  # the sample bound is ignored
+    assert report['validation_data_path']['records_skipped'] == 1
+
+
+def test_skip_bad_records_still_stops_on_a_problem_of_the_whole_set(shapes_data, tmp_path):
+    """Labels 0..2 with --num_classes=3: every record is off by one; skipping
+    single records cannot help."""
+    rng = np.random.RandomState(6)
+    path = tmp_path / 'train-zero.tfrecord'
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(4):
+            image, boxes, labels = synthetic.draw_image(rng, size=128)
+            writer.write(synthetic.make_example(
+                synthetic.encode(image), boxes, [label - 1 for label in labels], 128, 128,
+                source_id=str(i)).SerializeToString())
+    args = [f'--training_data_path={path}', f'--validation_data_path={shapes_data["val"]}',
+            f'--job-dir={tmp_path / "out"}', *TINY_FLAGS, '--max_steps=2',
+            '--skip_bad_records=true']
+    code, log = run_job(args, job_env(tmp_path / 'hp' / 'output.metrics'), tmp_path / 'log.txt')
+    assert code == 3, log[-3000:]
+    assert 'labels look 0-based' in log
+    assert ('--skip_bad_records skips single records; zero_based_labels concern(s) a whole '
+            'file or set and still stop the job.') in log
+    assert 'No training was done.' in log and 'training until step' not in log
