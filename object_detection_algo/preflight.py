@@ -4,6 +4,7 @@ a DataError (exit status 3) with the summary when a record is bad. When the
 input pipeline later fails on a record the check's sample did not read, the
 same validator reads every record of that set to name it."""
 
+import dataclasses
 import posixpath
 import re
 from typing import Any, Dict, List, Optional
@@ -22,12 +23,18 @@ def check_settings(settings: Dict[str, Any]) -> validation.Settings:
         anchor_size=settings['anchor_size'], min_level=settings['fpn_min_level'])
 
 
+@dataclasses.dataclass
+class Outcome:
+    skip: Dict[str, List[int]]  # flag -> fingerprints of the records to leave out
+    records: Dict[str, Optional[int]]  # flag -> records in the set, when all were read
+
+
 def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
-        report_dir: str) -> Dict[str, List[int]]:
+        report_dir: str) -> Outcome:
     """Validates both sets and writes <report_dir>/preflight_report.json.
     Raises records.DataError with the summary on errors, unless
-    --skip_bad_records lets the job go on without the bad records: then returns
-    {flag: fingerprints of the records to skip} (validation.fingerprint).
+    --skip_bad_records lets the job go on without the bad records (listed in
+    the outcome by validation.fingerprint).
     Writes nothing else: checkpoints and the best model are left as they are."""
     check = check_settings(settings)
     skip = settings.get('skip_bad_records', False)
@@ -68,7 +75,9 @@ def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
                         len(r.bad_records), r.records, flag, settings[flag], r.summary())
     logging.info('Data check passed%s; report: %s',
                  ' (bad records skipped)' if bad else '', path)
-    return {flag: [fp for fp, _ in r.bad_records] for flag, r in bad.items()}
+    return Outcome(skip={flag: [fp for fp, _ in r.bad_records] for flag, r in bad.items()},
+                   records={flag: r.records if r.complete else None
+                            for flag, r in reports.items()})
 
 
 def pipeline_failure(message: str) -> str:

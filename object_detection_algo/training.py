@@ -64,8 +64,12 @@ class Job:
             settings['training_data_path'], 'training_data_path')
         self.eval_files = eval_files = records.match_files(
             settings['validation_data_path'], 'validation_data_path')
-        skip = preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # before compute
-        num_eval = records.count_records(eval_files) - len(skip.get('validation_data_path', ()))
+        checked = preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # first
+        skip = checked.skip
+        num_eval = checked.records['validation_data_path']
+        if num_eval is None:  # the check read a sample: count them
+            num_eval = records.count_records(eval_files)
+        num_eval -= len(skip.get('validation_data_path', ()))
         if num_eval <= 0:
             raise records.DataError(
                 f'--validation_data_path={settings["validation_data_path"]}: the '
