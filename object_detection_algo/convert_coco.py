@@ -1,6 +1,7 @@
 """COCO instances JSON (pixel [x, y, width, height] boxes) to dataset_writer
 entries. Category ids are remapped to 1..N in id order; the mapping is
-written beside the label map."""
+written beside the label map. Crowd annotations keep their flag
+(image/object/is_crowd), which training and COCO evaluation honour."""
 
 import collections
 import csv
@@ -46,11 +47,9 @@ def entries(instances_path: str, images_dir: str, summary: Summary
         except (KeyError, TypeError, ValueError):
             summary.drop_box('bad bbox', f'{origin}: bbox {ann.get("bbox")!r} is not [x, y, w, h]')
             continue
-        if ann.get('iscrowd'):
-            summary.drop_box('crowd annotation (iscrowd=1)', origin)
-            continue
-        by_image[ann['image_id']].append(
-            Box(y, x, y + h, x + w, names[new_ids[ann['category_id']] - 1], origin))
+        class_name = names[new_ids[ann['category_id']] - 1]
+        by_image[ann['image_id']].append(Box(y, x, y + h, x + w, class_name, origin,
+                                             crowd=bool(ann.get('iscrowd'))))
     found = []
     for image_id, img in sorted(images.items()):
         filename = img.get('file_name', '')

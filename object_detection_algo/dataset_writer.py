@@ -27,11 +27,12 @@ FORMATS = {'JPEG': 'jpeg', 'PNG': 'png'}  # what the decoder takes
 def make_example(encoded: bytes, boxes, labels, height: int, width: int,
                  source_id: Optional[str] = None, fmt: str = 'jpeg',
                  with_size: bool = True, class_names: Optional[Sequence[str]] = None,
-                 filename: Optional[str] = None, normalized: bool = False):
+                 filename: Optional[str] = None, normalized: bool = False,
+                 is_crowd: Optional[Sequence[bool]] = None):
     """A tf.train.Example with the CONTRACT keys, plus class text (when
-    class_names is given: label i is class_names[i-1]), source_id, filename
-    and format. Boxes are [ymin, xmin, ymax, xmax], in pixels unless
-    `normalized`."""
+    class_names is given: label i is class_names[i-1]), source_id, filename,
+    format and, when given, the COCO crowd flags. Boxes are [ymin, xmin, ymax,
+    xmax], in pixels unless `normalized`."""
     import tensorflow as tf
 
     def floats(values):
@@ -58,6 +59,8 @@ def make_example(encoded: bytes, boxes, labels, height: int, width: int,
     if class_names is not None:
         feature['image/object/class/text'] = strings(
             [class_names[i - 1].encode() for i in labels])
+    if is_crowd is not None:
+        feature['image/object/is_crowd'] = ints(int(bool(c)) for c in is_crowd)
     if with_size:
         feature['image/height'] = ints([height])
         feature['image/width'] = ints([width])
@@ -76,6 +79,7 @@ class Box:
     xmax: float
     class_name: str
     origin: str  # where it came from, for messages: "a.xml line 40", "b.csv line 7"
+    crowd: bool = False  # COCO iscrowd: ignored in training, matches nothing in evaluation
 
 
 @dataclasses.dataclass
@@ -94,6 +98,7 @@ class Summary:
     """What a conversion wrote and dropped, and why."""
     written: Dict[str, int] = dataclasses.field(default_factory=dict)  # split -> records
     boxes_written: int = 0
+    crowd_boxes_written: int = 0
     dropped_records: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (reason, where)
     dropped_boxes: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     kept_invalid_boxes: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -110,6 +115,7 @@ class Summary:
         def counted(items):
             return {k: {'count': len(v), 'where': v} for k, v in _grouped(items).items()}
         return {'records_written': dict(self.written), 'boxes_written': self.boxes_written,
+                'crowd_boxes_written': self.crowd_boxes_written,
                 'records_dropped': counted(self.dropped_records),
                 'boxes_dropped': counted(self.dropped_boxes),
                 'invalid_boxes_kept': counted(self.kept_invalid_boxes),
@@ -118,6 +124,9 @@ class Summary:
     def text(self, examples: int = 3) -> str:
         lines = ['Wrote ' + ', '.join(f'{n} {split} records' for split, n in self.written.items())
                  + f' ({sum(self.written.values())} images, {self.boxes_written} boxes).']
+        if self.crowd_boxes_written:
+            lines.append(f'Crowd boxes (iscrowd=1) among them: {self.crowd_boxes_written}, '
+                         'written with image/object/is_crowd=1.')
         for title, items in (('Dropped records', self.dropped_records),
                              ('Dropped boxes', self.dropped_boxes),
                              ('Kept invalid boxes (--keep_invalid_boxes)', self.kept_invalid_boxes)):
@@ -270,7 +279,7 @@ def _entry_example(entry: ImageEntry, class_ids: Dict[str, int], class_names: Se
     except ValueError as e:
         summary.drop_record('unreadable image', f'{entry.origin}: {entry.image_path}: {e}')
         return None
-    boxes, labels = [], []
+    boxes, labels, crowd = [], [], []
     for box in entry.boxes:
         if box.class_name not in class_ids:
             summary.drop_box('unknown class', f'{box.origin}: class {box.class_name!r} is not '
@@ -285,7 +294,9 @@ def _entry_example(entry: ImageEntry, class_ids: Dict[str, int], class_names: Se
             summary.kept_invalid_boxes.append((reason, where))
         boxes.append((box.ymin, box.xmin, box.ymax, box.xmax))
         labels.append(class_ids[box.class_name])
+        crowd.append(box.crowd)
     summary.boxes_written += len(boxes)
+    summary.crowd_boxes_written += sum(crowd)
     return make_example(data, boxes, labels, height, width, source_id=entry.source_id,
                         fmt=fmt, class_names=class_names, filename=entry.filename,
-                        normalized=entry.normalized)
+                        normalized=entry.normalized, is_crowd=crowd if any(crowd) else None)

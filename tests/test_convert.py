@@ -158,6 +158,35 @@ def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
     assert 'COCO category ids -> 1..3' in capsys.readouterr().out
 
 
+def test_coco_crowd_boxes_keep_their_flag(source, tmp_path, capsys):
+    """An iscrowd=1 box is written with image/object/is_crowd=1, and the job's
+    decoder hands it to training and evaluation as a crowd box."""
+    from object_detection_algo import records
+    root, images = source
+    image = images[0]
+    (y0, x0, y1, x1), name = image['boxes'][0], image['names'][0]
+    instances = {'images': [{'id': 1, 'file_name': image['filename'], 'height': image['height'],
+                             'width': image['width']}],
+                 'annotations': [{'id': 1, 'image_id': 1, 'category_id': 1, 'iscrowd': 0,
+                                  'bbox': [x0, y0, x1 - x0, y1 - y0]},
+                                 {'id': 2, 'image_id': 1, 'category_id': 1, 'iscrowd': 1,
+                                  'bbox': [0, 0, 40, 30], 'segmentation': {'counts': [], 'size': [
+                                      image['height'], image['width']]}}],
+                 'categories': [{'id': 1, 'name': name}]}
+    (tmp_path / 'instances.json').write_text(json.dumps(instances))
+    out = tmp_path / 'out'
+    assert convert('coco', f'--instances={tmp_path / "instances.json"}', f'--images_dir={root}',
+                   f'--out={out}', '--val_fraction=0') == 0
+    assert 'Crowd boxes (iscrowd=1) among them: 1, written with image/object/is_crowd=1.' in \
+        capsys.readouterr().out
+    [path] = tf.io.gfile.glob(f'{out}/train-*.tfrecord')
+    raw = next(iter(tf.data.TFRecordDataset(path)))
+    decoded = records.RecordDecoder().decode(raw)
+    assert decoded['groundtruth_is_crowd'].numpy().tolist() == [False, True]
+    assert decoded['groundtruth_boxes'].numpy()[1].tolist() == pytest.approx(
+        [0, 0, 30 / image['height'], 40 / image['width']], abs=1e-6)
+
+
 def write_yolo(source, folder):
     """<stem>.txt per image with boxes (none for the negative, as YOLO tools do) and obj.names."""
     root, images = source
