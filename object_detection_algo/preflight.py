@@ -7,7 +7,7 @@ same validator reads every record of that set to name it."""
 import dataclasses
 import posixpath
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 
@@ -90,20 +90,22 @@ def pipeline_failure(message: str) -> str:
 
 
 def name_bad_records(settings: Dict[str, Any], flag: str, files: List[str], failure: str,
-                     report_dir: str, saved: str) -> Optional[records.DataError]:
+                     report_dir: str, saved: str, skipped: Sequence[int] = ()
+                     ) -> Optional[records.DataError]:
     """After the input pipeline of --flag failed with `failure` (TensorFlow's
     message does not say which record): checks every record of the set and
     returns a DataError naming the bad ones, with `saved` (what was kept) and
-    what to do, or None when every record passes (the failure is not the data's)."""
+    what to do, or None when no record the pipeline read fails the check (records
+    left out by --skip_bad_records do not count): the failure is not the data's."""
     logging.error('The input pipeline of --%s failed: %s\nReading every record of its %d '
                   'file(s) to find the bad one(s). %s', flag, failure, len(files), saved)
     report = validation.validate(files, check_settings(settings))
-    if report.ok:
+    if report.ok or {fp for fp, _ in report.bad_records} <= set(skipped):
         return None
     path = posixpath.join(report_dir, FAILURE_REPORT_FILE)
     export.write_json(path, {flag: report.as_dict()})
     return records.DataError(
         f'--{flag}={settings[flag]}: the input pipeline failed on a record the check before '
-        f'training did not read ({failure}). Every record checked now: '
+        f'training let through ({failure}). Every record checked now: '
         f'{report.count(validation.ERROR)} error(s):\n{report.summary()}\n{saved} Fix or '
         f'remove the records and start the job again. Full report: {path}')

@@ -65,7 +65,7 @@ class Job:
         self.eval_files = eval_files = records.match_files(
             settings['validation_data_path'], 'validation_data_path')
         checked = preflight.run(settings, train_files, eval_files, dirs.checkpoints)  # first
-        skip = checked.skip
+        self.skipped = skip = checked.skip
         num_eval = checked.records['validation_data_path']
         if num_eval is None:  # the check read a sample: count them
             num_eval = records.count_records(eval_files)
@@ -132,7 +132,8 @@ class Job:
         the failure itself when every record passes the check."""
         found = preflight.name_bad_records(
             self.s, flag, self.train_files if flag == 'training_data_path' else self.eval_files,
-            preflight.pipeline_failure(error.message), self.dirs.checkpoints, saved)
+            preflight.pipeline_failure(error.message), self.dirs.checkpoints, saved,
+            self.skipped.get(flag, ()))
         if found is None:
             raise error
         return found

@@ -107,7 +107,7 @@ def test_bad_record_past_the_sample_is_named_and_nothing_is_lost(split, shapes_d
     assert 'Data check passed' in log  # the sample missed it
     [line] = [x for x in log.splitlines() if x.startswith('error: ')]
     assert line == (f'error: --{flag}={data[split]}/*: the input pipeline failed on a record '
-                    'the check before training did not read (Unknown image file format. One of '
+                    'the check before training let through (Unknown image file format. One of '
                     'JPEG, PNG, GIF, BMP, WebP required.). Every record checked now: 1 error(s):')
     assert f"{bad_file} record 2 (source_id '7002', late_2.jpg): image/encoded (12 bytes) " \
            'does not decode' in log
