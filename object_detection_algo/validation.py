@@ -25,7 +25,7 @@ RULES = {
     'missing_key': (ERROR, 'a required key is absent'),
     'wrong_type': (ERROR, 'a key holds the wrong type (e.g. float labels) or several images'),
     'undecodable_image': (ERROR, 'image/encoded does not decode as an image'),
-    'length_mismatch': (ERROR, 'box coordinate and label lists of different lengths'),
+    'length_mismatch': (ERROR, 'box coordinate, label (and is_crowd) lists of different lengths'),
     'box_outside': (ERROR, 'a box coordinate outside [0, 1]'),
     'box_min_ge_max': (ERROR, 'a box with xmin > xmax or ymin > ymax'),
     'zero_area_box': (ERROR, 'a box with xmin == xmax or ymin == ymax'),
@@ -43,12 +43,13 @@ SET_ERRORS = ('unreadable_file', 'duplicate_source_id', 'zero_based_labels')
 BOX_KEYS = ('image/object/bbox/ymin', 'image/object/bbox/xmin',
             'image/object/bbox/ymax', 'image/object/bbox/xmax')
 LABEL_KEY = 'image/object/class/label'
+CROWD_KEY = 'image/object/is_crowd'  # optional; when given, one per box
 # key -> protobuf list kind it must hold
 REQUIRED = {'image/encoded': 'bytes_list', LABEL_KEY: 'int64_list',
             **{k: 'float_list' for k in BOX_KEYS}}
 OPTIONAL = {'image/height': 'int64_list', 'image/width': 'int64_list',
             'image/source_id': 'bytes_list', 'image/filename': 'bytes_list',
-            'image/object/class/text': 'bytes_list'}
+            'image/object/class/text': 'bytes_list', CROWD_KEY: 'int64_list'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,8 @@ def check_example(example, settings: Settings, decode: bool = True
     if any(k not in lists for k in (*BOX_KEYS, LABEL_KEY)):
         return problems, facts
     lengths = {k: len(lists[k]) for k in (*BOX_KEYS, LABEL_KEY)}
+    if lists.get(CROWD_KEY):  # empty means no crowd boxes, as Model Garden reads it
+        lengths[CROWD_KEY] = len(lists[CROWD_KEY])
     if len(set(lengths.values())) > 1:
         problems.append(('length_mismatch', 'lists of different lengths: ' + ', '.join(
             f'{k.rsplit("/", 1)[1]} {n}' for k, n in lengths.items())))

@@ -134,6 +134,18 @@ def test_record_rule(code, tmp_path):
     assert report.ok == (issue.severity != validation.ERROR)
 
 
+def test_is_crowd_needs_one_flag_per_box(tmp_path):
+    """Model Garden gathers boxes by the is_crowd flags: a list of another length
+    drops boxes silently or fails mid-training."""
+    bad, fine = good_example('1'), good_example('2')
+    bad.features.feature['image/object/is_crowd'].int64_list.value[:] = [0, 1]
+    fine.features.feature['image/object/is_crowd'].int64_list.value[:] = [1]
+    path = write_records(tmp_path / 'data.tfrecord', [bad, fine])
+    [issue] = validation.validate([path], SETTINGS).issues
+    assert issue.line() == (f"{path} record 0 (source_id '1', 1.jpg): lists of different "
+                            'lengths: ymin 1, xmin 1, ymax 1, xmax 1, label 1, is_crowd 2')
+
+
 def test_not_an_example(tmp_path):
     path = write_records(tmp_path / 'data.tfrecord', [good_example('1'), b'\xff\x00 not a proto'])
     [issue] = validation.validate([path], SETTINGS).issues
