@@ -4,6 +4,7 @@ outputs, hypertune file, exported signature, caller layouts, resume."""
 import glob
 import json
 import os
+import re
 import signal
 import time
 
@@ -13,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import TINY_FLAGS, data_flags, job_env, run_job, start_job
-from object_detection_algo import synthetic
+from object_detection_algo import reporting, synthetic
 
 
 def hypertune_lines(path):
@@ -214,3 +215,28 @@ def test_sigterm_saves_a_checkpoint_and_stops(shapes_data, tmp_path):
     assert 2 <= saved < 200
     assert f'Stopped by SIGTERM at step {saved}' in log
     assert not (out / 'model').exists()  # no evaluation happened, nothing half-exported
+
+
+def test_a_loop_too_long_for_a_preemption_notice_is_warned_once(caplog):
+    """SIGTERM is acted on between loops: a loop longer than the threshold gets
+    one warning; the first loop (tracing) and one-step loops do not count."""
+    step = tf.Variable(0, dtype=tf.int64)
+    progress = reporting.ProgressLog(step, max_steps=100, batch_size=2, long_loop_seconds=0.05)
+
+    def loop(steps, seconds):
+        time.sleep(seconds)
+        step.assign_add(steps)
+        progress({'total_loss': 1.0, 'learning_rate': 0.1})
+
+    def warnings():
+        return [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+
+    loop(10, 0.2)  # the first loop: tracing
+    loop(10, 0.0)
+    loop(1, 0.2)  # one step per loop: nothing to lower
+    assert warnings() == []
+    loop(10, 0.2)
+    loop(10, 0.2)
+    [warning] = warnings()
+    assert re.fullmatch(r'A loop of 10 steps took 0 s\. On SIGTERM .* Lower --log_every_steps '
+                        r'\(about [1-2] here\) if yours may be preempted\.', warning), warning
