@@ -75,7 +75,7 @@ def run(settings: Dict[str, Any], train_files: List[str], eval_files: List[str],
                         len(r.bad_records), r.records, flag, settings[flag], r.summary())
     logging.info('Data check passed%s; report: %s',
                  ' (bad records skipped)' if bad else '', path)
-    return Outcome(skip={flag: [fp for fp, _ in r.bad_records] for flag, r in bad.items()},
+    return Outcome(skip={flag: r.bad_records for flag, r in bad.items()},
                    records={flag: r.records if r.complete else None
                             for flag, r in reports.items()})
 
@@ -100,7 +100,7 @@ def name_bad_records(settings: Dict[str, Any], flag: str, files: List[str], fail
     logging.error('The input pipeline of --%s failed: %s\nReading every record of its %d '
                   'file(s) to find the bad one(s). %s', flag, failure, len(files), saved)
     report = validation.validate(files, check_settings(settings))
-    if report.ok or {fp for fp, _ in report.bad_records} <= set(skipped):
+    if report.ok or set(report.bad_records) <= set(skipped):
         return None
     path = posixpath.join(report_dir, FAILURE_REPORT_FILE)
     export.write_json(path, {flag: report.as_dict()})

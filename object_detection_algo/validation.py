@@ -227,8 +227,8 @@ class Report:
         self.histogram: Dict[int, int] = collections.Counter()
         self.class_text: Dict[int, str] = {}
         self.box_sides: List[float] = []
-        # Records with an error of their own: (fingerprint of the serialized record, where).
-        self.bad_records: List[Tuple[int, str]] = []
+        # Fingerprints of the records with an error of their own (see `fingerprint`).
+        self.bad_records: List[int] = []
 
     def count(self, severity: str) -> int:
         return sum(1 for i in self.issues if i.severity == severity)
@@ -325,7 +325,7 @@ class Validator:
         except Exception as e:  # protobuf's DecodeError
             issue = Issue('not_an_example', path, index, '', '', f'not a tf.train.Example ({e})')
             report.issues.append(issue)
-            report.bad_records.append((int(fingerprint(raw)), issue.where()))
+            report.bad_records.append(int(fingerprint(raw)))
             return
         problems, facts = check_example(example, report.settings, self.decode)
         for code, message in problems:
@@ -334,7 +334,7 @@ class Validator:
             if code == 'label_out_of_range' and ' label 0 ' in message and not self._label_zero:
                 self._label_zero = issue
         if any(RULES[code][0] == ERROR for code, _ in problems):
-            report.bad_records.append((int(fingerprint(raw)), issue.where()))
+            report.bad_records.append(int(fingerprint(raw)))
         for i, label in enumerate(facts.labels):
             report.histogram[label] += 1
             if i < len(facts.texts):
