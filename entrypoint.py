@@ -5,16 +5,16 @@ import os
 
 from absl import app
 
-from object_detection_algo import cli
+from object_detection_algo.training import cli
 
 
 def main(argv):
     del argv  # parsed by cli.parse
     # TensorFlow's gs:// filesystem logs its retries only at this verbosity.
     os.environ.setdefault('TF_CPP_VMODULE', 'retrying_utils=1')
-    from object_detection_algo import training  # imports TensorFlow
+    from object_detection_algo.training import job  # imports TensorFlow
     settings, dirs = cli.resolved()
-    return training.run(settings, dirs)
+    return job.run(settings, dirs)
 
 
 if __name__ == '__main__':

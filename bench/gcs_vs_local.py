@@ -1,4 +1,4 @@
-"""Times one tiny training job (the flags of tests/test_job.py's main job) with
+"""Times one tiny training job (the tests' tiny flags, tests/job_runner.py) with
 its data and --job-dir on local disk, then on gs:// (fake-gcs-server behind the
 tests' TLS proxy, tests/gcs_harness.py), and prints both wall times and the
 gs:// run's HTTP requests by kind and by folder.
@@ -15,11 +15,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path.insert(0, ROOT)
 
-from conftest import ENTRYPOINT, TINY_FLAGS, job_env  # noqa: E402
-from gcs_harness import GcsHarness, object_path  # noqa: E402
-from object_detection_algo import synthetic  # noqa: E402
+from object_detection_algo.data import synthetic  # noqa: E402
+from tests.gcs_harness import GcsHarness, object_path  # noqa: E402
+from tests.job_runner import ENTRYPOINT, TINY_FLAGS, job_env  # noqa: E402
 
 FLAGS = TINY_FLAGS + ['--max_steps=4', '--train_steps_per_eval=2',
                       '--max_num_bboxes_in_prediction=20']

@@ -25,7 +25,8 @@ def main():
 
     import numpy as np
     import tensorflow as tf
-    from object_detection_algo import instances, model_client, predict, synthetic
+    from object_detection_algo.data import synthetic
+    from object_detection_algo.serving import instances, model_client, predict
 
     rng = np.random.RandomState(0)
     images = [synthetic.encode(synthetic.draw_image(rng, args.size)[0])

@@ -41,7 +41,7 @@ def main():
     parser.add_argument('--head_num_filters', type=int, default=256)
     args = parser.parse_args()
 
-    from object_detection_algo import synthetic
+    from object_detection_algo.data import synthetic
     work = tempfile.mkdtemp(prefix='bench_')
     data = synthetic.write_dataset(os.path.join(work, 'data'), num_train=256, num_val=16)
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'TF_USE_LEGACY_KERAS': '1',

@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     syn.add_argument('--size', type=int, default=128)
     syn.add_argument('--seed', type=int, default=0)
     sub.add_parser('flags-table', help='print the flag table as Markdown')
-    from object_detection_algo import data_commands, evaluate, predict
+    from object_detection_algo.data import commands as data_commands
+    from object_detection_algo.serving import evaluate, predict
     predict.add_arguments(sub.add_parser('predict', help='predict with an exported model'))
     evaluate.add_arguments(sub.add_parser('evaluate', help='COCO metrics of an exported model'))
     data_commands.add_parsers(sub)
@@ -40,11 +41,11 @@ def main(argv=None) -> int:
         return data_commands.run(args)
 
     if args.command == 'flags-table':
-        from object_detection_algo import flag_table
+        from object_detection_algo.training import flag_table
         sys.stdout.write(flag_table.markdown_table())
         return 0
     if args.command == 'synthetic':
-        from object_detection_algo import synthetic
+        from object_detection_algo.data import synthetic
         globs = synthetic.write_dataset(args.out, args.num_train, args.num_val,
                                         args.size, args.seed)
         print(f'train: {globs["train"]}\nvalidation: {globs["val"]}')

@@ -33,7 +33,7 @@ ENTRYPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def run(out_dir: str, extra_flags=()) -> int:
-    from object_detection_algo import synthetic
+    from object_detection_algo.data import synthetic
     data_dir = os.path.join(out_dir, 'data')
     job_dir = os.path.join(out_dir, 'job')
     if not os.path.exists(os.path.join(data_dir, 'label_map.csv')):
@@ -58,7 +58,7 @@ def run(out_dir: str, extra_flags=()) -> int:
 
     # One prediction, as a serving client would send it: raw image bytes + key.
     import numpy as np
-    from object_detection_algo import model_client
+    from object_detection_algo.serving import model_client
     image, boxes, labels = synthetic.draw_image(np.random.RandomState(12345))
     sample = os.path.join(out_dir, 'sample.jpg')
     with open(sample, 'wb') as f:

@@ -1,54 +1,21 @@
-"""Shared fixtures: small real TFRecord datasets and a runner for the real
-entrypoint in a subprocess, as a caller would start it."""
+"""Shared fixtures: small real TFRecord datasets, one tiny whole job, the GCS
+emulator. The runner for the real entrypoint is tests/job_runner.py."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENTRYPOINT = os.path.join(ROOT, 'entrypoint.py')
-sys.path.insert(0, ROOT)
+from job_runner import ENTRYPOINT, ROOT, TINY_FLAGS, job_env, run_job, start_job  # noqa: F401
 
-# Tiny model settings for CPU tests: ResNet-18 at 128 px, small head.
-TINY_FLAGS = [
-    '--num_classes=3', '--resnet_depth=18', '--image_size=128,128',
-    '--fpn_max_level=5', '--train_batch_size=2', '--warmup_steps=0',
-    '--head_num_filters=32', '--head_num_convs=1', '--initial_learning_rate=0.01',
-    '--log_every_steps=1',
-]
-_CALLER_VARIABLES = ('TF_CONFIG', 'CLUSTER_SPEC', 'CLOUD_ML_TRIAL_ID', 'CLOUD_ML_JOB_ID',
-                     'AIP_MODEL_DIR', 'AIP_CHECKPOINT_DIR', 'AIP_TENSORBOARD_LOG_DIR',
-                     'CLOUD_ML_HP_METRIC_FILE', 'TPU_NAME')
-
-
-def job_env(metrics_file, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in _CALLER_VARIABLES}
-    env['CLOUD_ML_HP_METRIC_FILE'] = str(metrics_file)
-    env['TF_CPP_MIN_LOG_LEVEL'] = '2'
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def start_job(args, env, log_path):
-    log = open(log_path, 'w')
-    return subprocess.Popen([sys.executable, ENTRYPOINT, *args], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
-
-
-def run_job(args, env, log_path, timeout=900):
-    proc = start_job(args, env, log_path)
-    code = proc.wait(timeout=timeout)
-    with open(log_path) as f:
-        return code, f.read()
+sys.path.insert(0, ROOT)  # the package, as the entrypoint finds it
 
 
 @pytest.fixture(scope='session')
 def shapes_data(tmp_path_factory):
     """32 training and 8 validation images of the bundled synthetic set."""
-    from object_detection_algo import synthetic
+    from object_detection_algo.data import synthetic
     out = tmp_path_factory.mktemp('shapes')
     return synthetic.write_dataset(str(out), num_train=32, num_val=8, size=128, seed=7)
 

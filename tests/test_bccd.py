@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, TINY_FLAGS, job_env, run_job
-from object_detection_algo import label_map
+from object_detection_algo.data import label_map
 
 # Beside the checkout; a checkout elsewhere on this machine finds the team's
 # shared folder at /work/shared.

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ENTRYPOINT, ROOT, job_env
-from object_detection_algo import flag_table
+from object_detection_algo.training import flag_table
 
 VENV_BIN = os.path.dirname(sys.executable)
 SPECS = sorted(glob.glob(os.path.join(ROOT, 'hparams', '*.yaml')))

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from object_detection_algo import __main__ as cli_main
-from object_detection_algo import label_map, synthetic, validation
+from object_detection_algo.data import label_map, record_checks, synthetic
 
 NAMES = ('circle', 'square', 'triangle')  # synthetic's labels 1..3
 
@@ -53,7 +53,7 @@ def read_output(out_dir):
                 f = tf.train.Example.FromString(raw.numpy()).features.feature
                 record = {
                     'split': split,
-                    'boxes': list(zip(*(f[k].float_list.value for k in validation.BOX_KEYS))),
+                    'boxes': list(zip(*(f[k].float_list.value for k in record_checks.BOX_KEYS))),
                     'labels': list(f['image/object/class/label'].int64_list.value),
                     'text': [t.decode() for t in f['image/object/class/text'].bytes_list.value],
                     'format': f['image/format'].bytes_list.value[0].decode(),
@@ -84,8 +84,8 @@ def check_round_trip(source, out_dir, class_names):
         assert record['size'] == (h, w) and record['format'] == image['format']
         assert record['encoded'] == (root / image['filename']).read_bytes()  # not re-encoded
     assert len({r['source_id'] for r in records.values()}) == len(images)
-    report = validation.validate(tf.io.gfile.glob(f'{out_dir}/*.tfrecord'),
-                                 validation.Settings(len(class_names), (128, 128)))
+    report = record_checks.validate(tf.io.gfile.glob(f'{out_dir}/*.tfrecord'),
+                                 record_checks.CheckSettings(len(class_names), (128, 128)))
     assert report.ok, report.summary()
     return records
 
@@ -161,7 +161,7 @@ def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
 def test_coco_crowd_boxes_keep_their_flag(source, tmp_path, capsys):
     """An iscrowd=1 box is written with image/object/is_crowd=1, and the job's
     decoder hands it to training and evaluation as a crowd box."""
-    from object_detection_algo import records
+    from object_detection_algo.adapters.record_decoder import RecordDecoder
     root, images = source
     image = images[0]
     (y0, x0, y1, x1), name = image['boxes'][0], image['names'][0]
@@ -181,7 +181,7 @@ def test_coco_crowd_boxes_keep_their_flag(source, tmp_path, capsys):
         capsys.readouterr().out
     [path] = tf.io.gfile.glob(f'{out}/train-*.tfrecord')
     raw = next(iter(tf.data.TFRecordDataset(path)))
-    decoded = records.RecordDecoder().decode(raw)
+    decoded = RecordDecoder().decode(raw)
     assert decoded['groundtruth_is_crowd'].numpy().tolist() == [False, True]
     assert decoded['groundtruth_boxes'].numpy()[1].tolist() == pytest.approx(
         [0, 0, 30 / image['height'], 40 / image['width']], abs=1e-6)

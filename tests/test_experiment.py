@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from object_detection_algo import experiment, flag_table
+from object_detection_algo.training import experiment, flag_table
 
 BASE = {'training_data_path': 'unused', 'validation_data_path': 'unused',
         'num_classes': '3', 'max_steps': '900', 'job-dir': '/tmp/x'}

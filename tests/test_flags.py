@@ -1,5 +1,6 @@
 """Flag parsing and validation through the real absl parser, table-driven."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 from absl import flags
 
 from conftest import ENTRYPOINT, ROOT
-from object_detection_algo import cli, flag_table
+from object_detection_algo.training import cli, flag_table, settings
 
 REQUIRED = ['--training_data_path=/d/train*', '--validation_data_path=/d/val*',
             '--num_classes=3', '--max_steps=1000', '--job-dir=/tmp/out']
@@ -47,7 +48,8 @@ def test_defaults_match_the_contract():
         'optimizer_arguments': {'momentum': 0.9}, 'weight_decay': 0.0001,
     }
     for name, value in expected.items():
-        assert s[name] == pytest.approx(value) if isinstance(value, float) else s[name] == value, name
+        got = getattr(s, name)
+        assert got == pytest.approx(value) if isinstance(value, float) else got == value, name
 
 
 @pytest.mark.parametrize('args, name, value', [
@@ -69,7 +71,7 @@ def test_defaults_match_the_contract():
 ])
 def test_values_parse(args, name, value):
     s, _ = parse(REQUIRED + args)
-    assert s[name] == value
+    assert getattr(s, name) == value
 
 
 def test_job_dir_has_two_spellings():
@@ -128,7 +130,34 @@ def test_output_root_is_required_without_vertex(capsys, monkeypatch):
 
 def test_padding_to_the_largest_stride():
     s, _ = parse(REQUIRED + ['--image_size=960,1280'])
-    assert flag_table.padded_image_size(s) == (1024, 1280)
+    assert s.input_size == (1024, 1280)
+
+
+# The Python type each kind of flag resolves to, as Settings declares it.
+_KIND_TYPES = {'int': 'int', 'float': 'float', 'str': 'str', 'bool': 'bool',
+               'size': 'Tuple[int, int]', 'int_list': 'Tuple[int, ...]',
+               'float_list': 'Tuple[float, ...]', 'kv': 'Dict[str, Any]'}
+
+
+def test_settings_has_one_typed_field_per_flag_in_table_order():
+    fields = dataclasses.fields(settings.Settings)
+    assert [settings.flag_name(f.name) for f in fields] == [
+        f.name for f in flag_table.FLAGS_TABLE]
+    for field, flag in zip(fields, flag_table.FLAGS_TABLE):
+        declared = str(field.type).replace('typing.', '')
+        expected = _KIND_TYPES[flag.kind]
+        if flag.name == 'job-dir':
+            expected = 'Optional[str]'
+        assert declared in (expected, f"<class '{expected}'>"), (flag.name, declared)
+
+
+def test_settings_are_frozen_and_written_under_flag_names():
+    s, _ = parse(REQUIRED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.max_steps = 5
+    written = s.as_flags()
+    assert written['job-dir'] == '/tmp/out' and 'job_dir' not in written
+    assert list(written) == [f.name for f in flag_table.FLAGS_TABLE]
 
 
 def test_bad_flag_fails_before_tensorflow_is_imported():

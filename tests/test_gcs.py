@@ -18,7 +18,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, TINY_FLAGS, data_flags, job_env, run_job, start_job
-from object_detection_algo import export, synthetic
+from object_detection_algo import io_utils
+from object_detection_algo.data import synthetic
+from object_detection_algo.training import best_model
 
 RETRY_LINE = 'will be automatically retried'  # TensorFlow's retrying_utils
 
@@ -344,7 +346,7 @@ def write_model_files(folder, tag, metrics):
         with tf.io.gfile.GFile(f'{folder}/{name}', 'w') as f:
             f.write(f'{tag} {name}')
     if metrics is not None:
-        export.write_json(f'{folder}/metrics.json', metrics)
+        io_utils.write_json(f'{folder}/metrics.json', metrics)
 
 
 def model_contents(folder):
@@ -362,7 +364,7 @@ def test_recover_finishes_a_complete_staging_and_drops_an_unfinished_one(where, 
     else:
         root = str(tmp_path)
     model, staging = f'{root}/model', f'{root}/checkpoints/best_model_staging'
-    best = export.BestModel(model, f'{root}/checkpoints')
+    best = best_model.BestModel(model, f'{root}/checkpoints')
 
     # Died mid-swap: R/model half emptied, staging complete -> finished from staging.
     write_model_files(model, 'old', {'step': 1})

@@ -14,7 +14,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import TINY_FLAGS, data_flags, job_env, run_job, start_job
-from object_detection_algo import reporting, synthetic
+from object_detection_algo.data import synthetic
+from object_detection_algo.training import reporting
 
 
 def hypertune_lines(path):

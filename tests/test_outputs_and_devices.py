@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from object_detection_algo import devices, outputs
+from object_detection_algo.errors import UsageError
+from object_detection_algo.training import devices, outputs
 
 
 @pytest.mark.parametrize('job_dir, env, checkpoints, model, tensorboard, trial', [
@@ -34,8 +35,14 @@ def test_tf_config_trial_wins_over_vertex_variable():
     assert outputs.trial_id(env) == '2'
 
 
+def test_hypertune_file_from_the_environment_or_hypertunes_default():
+    assert outputs.resolve('/out', {}).metrics_file == '/tmp/hypertune/output.metrics'
+    assert outputs.resolve('/out', {'CLOUD_ML_HP_METRIC_FILE': 'm/x.metrics'}).metrics_file == (
+        'm/x.metrics')
+
+
 def test_no_output_root():
-    with pytest.raises(outputs.OutputError, match='--job-dir is required'):
+    with pytest.raises(UsageError, match='--job-dir is required'):
         outputs.resolve(None, {})
 
 

@@ -15,7 +15,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import ROOT
-from object_detection_algo import reporting, synthetic
+from object_detection_algo.adapters.coco_metrics import COCO_METRICS
+from object_detection_algo.data import synthetic
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
 
@@ -69,7 +70,7 @@ def test_evaluate_reproduces_the_jobs_metrics(model, main_job, tmp_path):
     with open(tmp_path / 'metrics.json') as f:
         report = json.load(f)
     assert report['num_images'] == 8
-    for name in reporting.COCO_METRICS:
+    for name in COCO_METRICS:
         assert report['metrics'][name] == pytest.approx(job[name], abs=0.005), name
     # Not a comparison of zeros: the tiny model does find some boxes.
     assert report['metrics']['ARmax100'] > 0.01

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_FLAGS, job_env, run_job
-from object_detection_algo import synthetic
+from object_detection_algo.data import synthetic
 
 
 def test_bad_record_stops_the_job_and_leaves_the_job_dir_alone(shapes_data, tmp_path):

@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from object_detection_algo import records, synthetic
+from object_detection_algo.adapters.record_decoder import RecordDecoder
+from object_detection_algo.data import records, synthetic
+from object_detection_algo.errors import DataError
 
 
 def _image(mode='RGB', size=(40, 60)):
@@ -15,7 +17,7 @@ def _image(mode='RGB', size=(40, 60)):
 
 
 def _decode(example):
-    decoded = records.RecordDecoder().decode(tf.constant(example.SerializeToString()))
+    decoded = RecordDecoder().decode(tf.constant(example.SerializeToString()))
     return {k: v.numpy() for k, v in decoded.items()}
 
 
@@ -64,7 +66,7 @@ def test_image_without_boxes_is_a_negative_example():
 
 
 def test_empty_glob_names_the_pattern(tmp_path):
-    with pytest.raises(records.DataError, match=r'--training_data_path=.*nothing-\*.tfrecord matches no files'):
+    with pytest.raises(DataError, match=r'--training_data_path=.*nothing-\*.tfrecord matches no files'):
         records.match_files(str(tmp_path / 'nothing-*.tfrecord'), 'training_data_path')
 
 

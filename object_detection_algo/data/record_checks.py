@@ -1,0 +1,413 @@
+"""Checking TFRecords against the record format (docs/contract.md, "The data")
+before any compute is spent.
+
+`check_example` applies the per-record rules to one parsed tf.train.Example
+(cheap to test one rule at a time); `Validator` streams files through it and
+adds what needs the whole set: duplicate source_ids, 0-based labels, the class
+histogram and box sizes against the smallest anchor. `Report` prints the
+summary and holds the full JSON.
+
+Records are numbered from 0 within each file.
+"""
+
+import collections
+import dataclasses
+import math
+import re
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ERROR, WARNING, INFO = 'error', 'warning', 'info'
+
+# Every rule: code -> (severity, what it means). The README table comes from here.
+RULES = {
+    'unreadable_file': (ERROR, 'the TFRecord file cannot be read to the end (corrupt or truncated)'),
+    'not_an_example': (ERROR, 'a record that is not a serialized tf.train.Example'),
+    'missing_key': (ERROR, 'a required key is absent'),
+    'wrong_type': (ERROR, 'a key holds the wrong type (e.g. float labels) or several images'),
+    'undecodable_image': (ERROR, 'image/encoded does not decode as an image'),
+    'length_mismatch': (ERROR, 'box coordinate, label (and is_crowd) lists of different lengths'),
+    'box_outside': (ERROR, 'a box coordinate outside [0, 1]'),
+    'box_min_ge_max': (ERROR, 'a box with xmin > xmax or ymin > ymax'),
+    'zero_area_box': (ERROR, 'a box with xmin == xmax or ymin == ymax'),
+    'label_out_of_range': (ERROR, 'a label outside 1..num_classes'),
+    'zero_based_labels': (ERROR, 'labels run 0..num_classes-1: they look 0-based'),
+    'size_mismatch': (ERROR, 'image/height or image/width disagree with the decoded image'),
+    'duplicate_source_id': (ERROR, 'two records with the same image/source_id'),
+    'small_box': (WARNING, 'boxes smaller than the smallest anchor at image_size'),
+    'no_boxes': (INFO, 'an image without boxes (a valid negative example)'),
+}
+
+# Problems of a whole file or set: skipping single records does not fix them.
+SET_ERRORS = ('unreadable_file', 'duplicate_source_id', 'zero_based_labels')
+
+BOX_KEYS = ('image/object/bbox/ymin', 'image/object/bbox/xmin',
+            'image/object/bbox/ymax', 'image/object/bbox/xmax')
+LABEL_KEY = 'image/object/class/label'
+CROWD_KEY = 'image/object/is_crowd'  # optional; when given, one per box
+# key -> protobuf list kind it must hold
+REQUIRED = {'image/encoded': 'bytes_list', LABEL_KEY: 'int64_list',
+            **{k: 'float_list' for k in BOX_KEYS}}
+OPTIONAL = {'image/height': 'int64_list', 'image/width': 'int64_list',
+            'image/source_id': 'bytes_list', 'image/filename': 'bytes_list',
+            'image/object/class/text': 'bytes_list', CROWD_KEY: 'int64_list'}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckSettings:
+    num_classes: int
+    image_size: Tuple[int, int] = (640, 640)  # model input, height first
+    anchor_size: float = 4.0
+    min_level: int = 3
+
+    @property
+    def smallest_anchor(self) -> float:
+        """Side in model-input pixels of the smallest anchor (aspect ratio 1)."""
+        return self.anchor_size * 2 ** self.min_level
+
+
+@dataclasses.dataclass
+class RecordFacts:
+    """What one record holds, for the set-wide checks and statistics."""
+    source_id: str = ''
+    filename: str = ''
+    labels: List[int] = dataclasses.field(default_factory=list)
+    texts: List[str] = dataclasses.field(default_factory=list)
+    box_sides: List[float] = dataclasses.field(default_factory=list)  # sqrt(area), model-input px
+
+
+def _values(feature):
+    kind = feature.WhichOneof('kind')
+    return kind, (list(getattr(feature, kind).value) if kind else [])
+
+
+def _text(value: bytes) -> str:
+    return value.decode('utf-8', 'replace')
+
+
+def image_size(encoded: bytes) -> Tuple[int, int]:
+    """(height, width) of the decoded image, decoded as the training input
+    decodes it (tf.io.decode_image); ValueError if it does not decode."""
+    import tensorflow as tf
+    try:
+        shape = tf.io.decode_image(encoded, channels=3, expand_animations=False).shape
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+        # Keep TensorFlow's reason, without its op and device decorations.
+        reason = re.sub(r'\{\{.*?\}\}\s*|\s*\[Op:\w+\]', '', e.message or str(e)).strip()
+        raise ValueError(reason) from None
+    return int(shape[0]), int(shape[1])
+
+
+def check_example(example, settings: CheckSettings, decode: bool = True
+                  ) -> Tuple[List[Tuple[str, str]], RecordFacts]:
+    """The per-record rules on a parsed tf.train.Example.
+
+    Returns ([(code, message), ...], facts). Messages say what is wrong and
+    with which values; the caller adds which record it is.
+    """
+    features = example.features.feature
+    problems: List[Tuple[str, str]] = []
+    facts = RecordFacts()
+    lists = {}
+    for key, kind in {**REQUIRED, **OPTIONAL}.items():
+        if key not in features:
+            if key in REQUIRED:
+                problems.append(('missing_key', f'required key {key} is missing'))
+            continue
+        got, values = _values(features[key])
+        if got != kind and not (got is None and key != 'image/encoded'):
+            problems.append(('wrong_type', f'{key} holds {got or "nothing"}, '
+                                           f'expected {kind}'))
+            continue
+        lists[key] = values
+    if 'image/source_id' in lists and lists['image/source_id']:
+        facts.source_id = _text(lists['image/source_id'][0])
+    if 'image/filename' in lists and lists['image/filename']:
+        facts.filename = _text(lists['image/filename'][0])
+    facts.texts = [_text(t) for t in lists.get('image/object/class/text', [])]
+
+    decoded = None
+    encoded = lists.get('image/encoded')
+    if encoded is not None:
+        if len(encoded) != 1:
+            problems.append(('wrong_type', f'image/encoded holds {len(encoded)} values, '
+                                           'expected one image'))
+        elif decode:
+            try:
+                decoded = image_size(encoded[0])
+            except ValueError as e:
+                problems.append(('undecodable_image',
+                                 f'image/encoded ({len(encoded[0])} bytes) does not decode: {e}'))
+    if decoded is not None:
+        for key, actual in zip(('image/height', 'image/width'), decoded):
+            given = lists.get(key)
+            if given and given[0] != actual:
+                problems.append(('size_mismatch', f'{key}={given[0]} but the image is '
+                                                  f'{decoded[1]}x{decoded[0]} (width x height)'))
+
+    if any(k not in lists for k in (*BOX_KEYS, LABEL_KEY)):
+        return problems, facts
+    lengths = {k: len(lists[k]) for k in (*BOX_KEYS, LABEL_KEY)}
+    if lists.get(CROWD_KEY):  # empty means no crowd boxes, as Model Garden reads it
+        lengths[CROWD_KEY] = len(lists[CROWD_KEY])
+    if len(set(lengths.values())) > 1:
+        problems.append(('length_mismatch', 'lists of different lengths: ' + ', '.join(
+            f'{k.rsplit("/", 1)[1]} {n}' for k, n in lengths.items())))
+        return problems, facts
+
+    labels = lists[LABEL_KEY]
+    facts.labels = labels
+    if not labels:
+        problems.append(('no_boxes', 'no boxes (a negative example)'))
+    for i, label in enumerate(labels):
+        if not 1 <= label <= settings.num_classes:
+            hint = ' (0 is the background class)' if label == 0 else ''
+            problems.append(('label_out_of_range', f'box {i}: label {label} is outside '
+                                                   f'1..{settings.num_classes}{hint}'))
+    scale = None
+    if decoded is not None:
+        scale = min(settings.image_size[0] / decoded[0], settings.image_size[1] / decoded[1])
+    small = []
+    for i, (ymin, xmin, ymax, xmax) in enumerate(zip(*(lists[k] for k in BOX_KEYS))):
+        shown = f'box {i} [ymin {ymin:.6g}, xmin {xmin:.6g}, ymax {ymax:.6g}, xmax {xmax:.6g}]'
+        coords = (ymin, xmin, ymax, xmax)
+        if not all(0.0 <= c <= 1.0 for c in coords):  # also catches NaN
+            problems.append(('box_outside', f'{shown}: outside [0, 1]'))
+        elif xmin > xmax or ymin > ymax:
+            problems.append(('box_min_ge_max', f'{shown}: min > max'))
+        elif xmin == xmax or ymin == ymax:
+            problems.append(('zero_area_box', f'{shown}: zero area'))
+        elif scale is not None:
+            side = math.sqrt((ymax - ymin) * decoded[0] * (xmax - xmin) * decoded[1]) * scale
+            facts.box_sides.append(side)
+            if side < settings.smallest_anchor:
+                small.append(f'{i} ({side:.1f} px)')
+    if small:
+        problems.append(('small_box', f'{len(small)} of {len(labels)} boxes smaller than the '
+                                      f'smallest anchor ({settings.smallest_anchor:g} px) at '
+                                      f'image_size {settings.image_size[0]},'
+                                      f'{settings.image_size[1]}: box {", ".join(small)}'))
+    return problems, facts
+
+
+@dataclasses.dataclass
+class Issue:
+    code: str
+    file: str
+    index: int  # record number in the file, from 0; -1 for the whole file/set
+    source_id: str
+    filename: str
+    message: str
+
+    @property
+    def severity(self) -> str:
+        return RULES[self.code][0]
+
+    def where(self) -> str:
+        if self.index < 0:
+            return self.file
+        names = ', '.join(x for x in (f'source_id {self.source_id!r}' if self.source_id else '',
+                                      self.filename) if x)
+        return f'{self.file} record {self.index}' + (f' ({names})' if names else '')
+
+    def line(self) -> str:
+        return f'{self.where()}: {self.message}'
+
+
+class Report:
+    """Issues plus statistics over the records checked."""
+
+    def __init__(self, settings: CheckSettings):
+        self.settings = settings
+        self.issues: List[Issue] = []
+        self.files: List[str] = []
+        self.records = 0
+        self.complete = True  # every record of every file checked
+        self.sample_note = ''
+        self.seconds = 0.0
+        self.histogram: Dict[int, int] = collections.Counter()
+        self.class_text: Dict[int, str] = {}
+        self.box_sides: List[float] = []
+        # Fingerprints of the records with an error of their own (see `fingerprint`).
+        self.bad_records: List[int] = []
+
+    def count(self, severity: str) -> int:
+        return sum(1 for i in self.issues if i.severity == severity)
+
+    @property
+    def ok(self) -> bool:
+        return self.count(ERROR) == 0
+
+    def set_errors(self) -> List[Issue]:
+        return [i for i in self.issues if i.code in SET_ERRORS]
+
+    def counts(self) -> Dict[str, int]:
+        return dict(sorted(collections.Counter(i.code for i in self.issues).items()))
+
+    def box_stats(self) -> Dict[str, float]:
+        sides = sorted(self.box_sides)
+        if not sides:
+            return {'count': 0}
+        small = sum(1 for s in sides if s < self.settings.smallest_anchor)
+        return {'count': len(sides), 'min': sides[0], 'median': sides[len(sides) // 2],
+                'max': sides[-1], 'below_smallest_anchor': small,
+                'smallest_anchor': self.settings.smallest_anchor}
+
+    def as_dict(self) -> dict:
+        return {
+            'ok': self.ok, 'files': self.files, 'records_checked': self.records,
+            'all_records_checked': self.complete, 'sample': self.sample_note,
+            'seconds': round(self.seconds, 3),
+            'settings': dataclasses.asdict(self.settings),
+            'counts': {sev: self.count(sev) for sev in (ERROR, WARNING, INFO)},
+            'counts_by_rule': self.counts(),
+            'records_with_errors': len(self.bad_records),
+            'class_histogram': {str(k): {'count': v, 'text': self.class_text.get(k, '')}
+                                for k, v in sorted(self.histogram.items())},
+            'box_size_at_model_input': self.box_stats(),
+            'issues': [{'severity': i.severity, **dataclasses.asdict(i)} for i in self.issues],
+        }
+
+    def summary(self, examples: int = 3) -> str:
+        rate = self.records / self.seconds if self.seconds else 0.0
+        what = 'all records' if self.complete else f'a sample: {self.sample_note}'
+        lines = [f'Checked {self.records} records in {len(self.files)} file(s) ({what}) in '
+                 f'{self.seconds:.1f} s ({rate:.0f} records/s).']
+        by_code = collections.defaultdict(list)
+        for issue in self.issues:
+            by_code[issue.code].append(issue)
+        for severity, title in ((ERROR, 'Errors'), (WARNING, 'Warnings'), (INFO, 'Info')):
+            codes = [c for c in RULES if RULES[c][0] == severity and c in by_code]
+            lines.append(f'{title}: {self.count(severity)}' + (':' if codes else '.'))
+            for code in codes:
+                found = by_code[code]
+                lines.append(f'  {code} ({RULES[code][1]}): {len(found)}')
+                lines.extend(f'    {i.line()}' for i in found[:examples])
+                if len(found) > examples:
+                    lines.append(f'    ... {len(found) - examples} more in the JSON report')
+        hist = ', '.join(f'{k} {self.class_text.get(k, "")}'.strip() + f': {v}'
+                         for k, v in sorted(self.histogram.items()))
+        lines.append(f'Classes (label text: boxes): {hist or "no boxes"}')
+        stats = self.box_stats()
+        h, w = self.settings.image_size
+        if stats['count']:
+            lines.append(
+                f'Box size at image_size {h},{w} (sqrt of area, px): min {stats["min"]:.1f}, '
+                f'median {stats["median"]:.1f}, max {stats["max"]:.1f}; '
+                f'{stats["below_smallest_anchor"]} of {stats["count"]} below the smallest '
+                f'anchor ({stats["smallest_anchor"]:g} px = anchor_size '
+                f'{self.settings.anchor_size:g} x 2^{self.settings.min_level}).')
+        lines.append('Result: ' + ('OK' if self.ok else f'{self.count(ERROR)} error(s)'))
+        return '\n'.join(lines)
+
+
+def fingerprint(serialized):
+    """A 62-bit hash of a serialized record, the same in Python (bytes) and in a
+    tf.data pipeline (string tensor): how the job skips the records listed here."""
+    import tensorflow as tf
+    return tf.strings.to_hash_bucket_fast(serialized, 2 ** 62)
+
+
+class Validator:
+    """Streams records through check_example and the set-wide rules."""
+
+    def __init__(self, settings: CheckSettings, decode: bool = True):
+        self.report = Report(settings)
+        self.decode = decode
+        self._ids: Dict[str, str] = {}  # source_id -> where it was first seen
+        self._label_zero: Optional[Issue] = None
+
+    def add(self, raw: bytes, path: str, index: int) -> None:
+        import tensorflow as tf
+        report = self.report
+        report.records += 1
+        try:
+            example = tf.train.Example.FromString(raw)
+        except Exception as e:  # protobuf's DecodeError
+            issue = Issue('not_an_example', path, index, '', '', f'not a tf.train.Example ({e})')
+            report.issues.append(issue)
+            report.bad_records.append(int(fingerprint(raw)))
+            return
+        problems, facts = check_example(example, report.settings, self.decode)
+        for code, message in problems:
+            issue = Issue(code, path, index, facts.source_id, facts.filename, message)
+            report.issues.append(issue)
+            if code == 'label_out_of_range' and ' label 0 ' in message and not self._label_zero:
+                self._label_zero = issue
+        if any(RULES[code][0] == ERROR for code, _ in problems):
+            report.bad_records.append(int(fingerprint(raw)))
+        for i, label in enumerate(facts.labels):
+            report.histogram[label] += 1
+            if i < len(facts.texts):
+                report.class_text.setdefault(label, facts.texts[i])
+        report.box_sides.extend(facts.box_sides)
+        if facts.source_id:
+            here = Issue('duplicate_source_id', path, index, facts.source_id, facts.filename, '')
+            if facts.source_id in self._ids:
+                here.message = f'source_id also used by {self._ids[facts.source_id]}'
+                report.issues.append(here)
+            else:
+                self._ids[facts.source_id] = here.where()
+
+    def add_file(self, path: str, limit: Optional[int] = None) -> None:
+        """Checks the records of one file, the first `limit` when given."""
+        import tensorflow as tf
+        self.report.files.append(path)
+        index = 0
+        try:
+            for raw in tf.data.TFRecordDataset(path):
+                if limit is not None and index >= limit:
+                    self.report.complete = False
+                    break
+                self.add(raw.numpy(), path, index)
+                index += 1
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError,
+                tf.errors.InvalidArgumentError) as e:
+            self.report.issues.append(Issue(
+                'unreadable_file', path, -1, '', '',
+                f'cannot read past record {index - 1} ({index} read): {e.message}'))
+
+    def finish(self) -> Report:
+        report = self.report
+        n = report.settings.num_classes
+        labels = [k for k in report.histogram]
+        if self._label_zero and max(labels) <= n - 1:
+            first = self._label_zero
+            report.issues.append(Issue(
+                'zero_based_labels', first.file, first.index, first.source_id, first.filename,
+                f'labels look 0-based: they run {min(labels)}..{max(labels)} with '
+                f'--num_classes={n}, but labels are 1..num_classes (0 is the background). '
+                'Add 1 to every label (reconvert the data); this record is the first with '
+                'label 0.'))
+        return report
+
+
+def spread(files: Sequence[str], max_records: Optional[int]) -> Tuple[List[str], Optional[int]]:
+    """Which files to read and how many records of each for a bounded sample:
+    at most max_records in all, spread evenly over the files."""
+    if max_records is None:
+        return list(files), None
+    chosen = list(files)
+    if len(files) > max_records:
+        step = len(files) / max_records
+        chosen = [files[int(i * step)] for i in range(max_records)]
+    return chosen, max(1, max_records // len(chosen))
+
+
+def validate(files: Sequence[str], settings: CheckSettings,
+             max_records: Optional[int] = None) -> Report:
+    """Checks every record of `files`, or a bounded sample of at most
+    max_records (the first records of each file, spread over the files)."""
+    start = time.time()
+    chosen, per_file = spread(files, max_records)
+    validator = Validator(settings)
+    for path in chosen:
+        validator.add_file(path, per_file)
+    report = validator.finish()
+    if len(chosen) < len(files):
+        report.complete = False
+    if not report.complete:
+        report.sample_note = (f'up to {per_file} records from each of {len(chosen)} of '
+                              f'{len(files)} files')
+    report.seconds = time.time() - start
+    return report

@@ -1,0 +1,50 @@
+"""The project's errors and exit statuses, in one place.
+
+Every problem a user can fix is one of three kinds, and each carries the exit
+status the training job ends with:
+
+  UsageError    2  a flag, argument or environment variable that cannot be used
+  DataError     3  records or files that cannot be used (named in the message)
+  StorageError  3  a storage path that cannot be read or written
+
+Each command catches `JobError` in one place and prints `error: <message>`.
+Pure Python: no TensorFlow.
+"""
+
+import sys
+
+from absl import logging
+
+EXIT_OK = 0
+EXIT_PROBLEMS_FOUND = 1  # validate found bad records; predict could not answer some
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a scheduler expects after a stop
+
+
+class JobError(Exception):
+    """A problem the message names, with what to do about it."""
+    exit_status = 1
+
+
+class UsageError(JobError):
+    exit_status = EXIT_USAGE
+
+
+class DataError(JobError):
+    exit_status = EXIT_DATA
+
+
+class StorageError(JobError):
+    exit_status = EXIT_DATA
+
+
+def report(error: Exception, exit_status: int = None, log: bool = False) -> int:
+    """Prints `error: <message>` on stderr (and to the log when `log`); returns
+    the exit status: the error's own, unless the command documents another."""
+    if log:
+        logging.error('%s', error)
+    sys.stderr.write(f'error: {error}\n')
+    if exit_status is None:
+        exit_status = getattr(error, 'exit_status', 1)
+    return exit_status

@@ -1,0 +1,62 @@
+"""absl flag definitions generated from the flag table, and the parse step that
+validates every value before TensorFlow is imported (exit status 2 on error)."""
+
+import os
+import sys
+from typing import Any, Dict, List, Tuple
+
+from absl import flags
+
+from object_detection_algo import errors
+from object_detection_algo.training import flag_table, outputs
+from object_detection_algo.training.settings import Settings
+
+FLAGS = flags.FLAGS
+
+
+def _help(flag: flag_table.Flag) -> str:
+    return f'{flag.help} [{flag.kind}; valid: {flag.valid}]'
+
+
+def define_flags() -> None:
+    """Defines the table's flags once; bools as absl booleans (bare, --no, true/false)."""
+    if 'training_data_path' in FLAGS:
+        return
+    for flag in flag_table.FLAGS_TABLE:
+        if flag.kind == 'bool':
+            flags.DEFINE_boolean(flag.name, flag.default, _help(flag))
+        else:
+            flags.DEFINE_string(flag.name, None, _help(flag))
+    flags.DEFINE_alias('job_dir', 'job-dir')
+
+
+def raw_values() -> Dict[str, Any]:
+    return {f.name: FLAGS[f.name].value for f in flag_table.FLAGS_TABLE}
+
+
+def usage_error(message: str) -> None:
+    sys.stderr.write(f'error: {message}\nRun with --helpshort for the flags.\n')
+    sys.exit(errors.EXIT_USAGE)
+
+
+def parse(argv: List[str]) -> List[str]:
+    """absl `flags_parser` for app.run: parses, validates, exits 2 on a bad flag."""
+    define_flags()
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        usage_error(str(e))
+    if len(rest) > 1:
+        usage_error(f'unexpected argument(s): {" ".join(rest[1:])} '
+                    '(flags are written --name=value)')
+    try:
+        resolved()
+    except errors.UsageError as e:
+        usage_error(str(e))
+    return rest
+
+
+def resolved() -> Tuple[Settings, outputs.OutputDirs]:
+    """(settings, output dirs) from the parsed flags and the environment."""
+    settings = flag_table.resolve(raw_values())
+    return settings, outputs.resolve(settings.job_dir, os.environ)

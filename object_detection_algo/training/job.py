@@ -1,0 +1,229 @@
+"""The training job: train to max_steps with Model Garden's trainer under an
+Orbit controller, evaluate every train_steps_per_eval steps, report AP, keep
+the best SavedModel, resume from the newest checkpoint.
+
+`build` assembles a `Job` from its parts (devices, the data plan, the config,
+the runner); `run` is the entrypoint's one call and the one place its errors
+become exit statuses."""
+
+import os
+import posixpath
+import signal
+import time
+from typing import List
+
+import orbit
+import tensorflow as tf
+from absl import logging
+from official.core import train_lib, train_utils
+
+from object_detection_algo import errors, io_utils
+from object_detection_algo.adapters.coco_metrics import COCO_METRICS
+from object_detection_algo.adapters.hypertune_file import HyperTuneFile
+from object_detection_algo.adapters.retinanet_task import RetinaNetTask
+from object_detection_algo.data import record_checks
+from object_detection_algo.training import (best_model, data_check, devices, experiment,
+                                            reporting, storage_check)
+from object_detection_algo.training.outputs import OutputDirs
+from object_detection_algo.training.settings import Settings
+
+EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluated
+
+# What a record the decoder cannot take raises from inside the input pipeline.
+_PIPELINE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the job stops at the end of the current loop."""
+
+
+class PreemptionStop:
+    """An Orbit train action: raises Preempted at the end of the loop in which
+    SIGTERM arrived (the job saves a checkpoint there)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def on_sigterm(self, signum, frame) -> None:
+        logging.warning('SIGTERM: saving a checkpoint at the end of this training loop.')
+        self.requested = True
+
+    def __call__(self, _output) -> None:
+        if self.requested:
+            raise Preempted()
+
+
+def build_runner(params, task, trainer, strategy, dirs: OutputDirs,
+                 train_actions: List) -> train_lib.OrbitExperimentRunner:
+    """Model Garden's runner for train-and-evaluate, with our summaries' folders."""
+    summaries = lambda sub: orbit.utils.SummaryManager(
+        posixpath.join(dirs.tensorboard, sub), tf.summary.scalar,
+        global_step=trainer.global_step)
+    return train_lib.OrbitExperimentRunner(
+        distribution_strategy=strategy, task=task, mode='train_and_eval',
+        params=params, model_dir=dirs.checkpoints, trainer=trainer,
+        train_actions=train_actions,
+        summary_manager=summaries('train'), eval_summary_manager=summaries('validation'))
+
+
+class Job:
+
+    def __init__(self, settings: Settings, dirs: OutputDirs, data: data_check.DataPlan,
+                 params, runner: train_lib.OrbitExperimentRunner,
+                 progress: reporting.ProgressLog, tuning: HyperTuneFile):
+        self.settings = settings
+        self.dirs = dirs
+        self.data = data
+        self.params = params
+        self.runner = runner
+        self.controller = runner.controller
+        self.progress = progress
+        self.tuning = tuning
+        self.best = best_model.BestModel(dirs.model, dirs.checkpoints)
+        self.evaluations_path = posixpath.join(dirs.checkpoints, EVALUATIONS_FILE)
+        self.evaluations = io_utils.read_json(self.evaluations_path) or {'evaluations': []}
+
+    def step(self) -> int:
+        return int(self.runner.trainer.global_step.numpy())
+
+    def _evaluated(self, step: int) -> bool:
+        return any(e['step'] == step for e in self.evaluations['evaluations'])
+
+    def _best_ap(self) -> float:
+        best = self.best.metrics()
+        return best['metrics']['AP'] if best else -1.0
+
+    def _bad_data(self, flag: str, error: tf.errors.OpError, saved: str) -> errors.DataError:
+        """The DataError naming the records behind a pipeline failure; re-raises
+        the failure itself when every record passes the check."""
+        failure = data_check.pipeline_failure(error.message)
+        files = self.data.files[flag]
+        logging.error('The input pipeline of --%s failed: %s\nReading every record of its %d '
+                      'file(s) to find the bad one(s). %s', flag, failure, len(files), saved)
+        found = data_check.find_bad_records(self.settings, flag, files, self.dirs.checkpoints,
+                                            self.data.skip.get(flag, ()))
+        if found is None:
+            raise error
+        report = found.report
+        return errors.DataError(
+            f'--{flag}={getattr(self.settings, flag)}: the input pipeline failed on a record the '
+            f'check before training let through ({failure}). Every record checked now: '
+            f'{report.count(record_checks.ERROR)} error(s):\n{report.summary()}\n{saved} Fix '
+            f'or remove the records and start the job again. Full report: {found.path}')
+
+    def train_to(self, target: int) -> None:
+        try:
+            self.controller.train(steps=target, checkpoint_at_completion=True)
+        except Preempted:
+            self.controller.save_checkpoint()
+            raise
+        except _PIPELINE_ERRORS as e:
+            self.controller.save_checkpoint()  # the steps done so far are kept
+            step = self.step()
+            raise self._bad_data('training_data_path', e, (
+                f'Training stopped at step {step}; its checkpoint is saved and the best model '
+                f'is untouched: a restart resumes from step {step}.')) from None
+
+    def evaluate(self) -> None:
+        step = self.step()
+        start = time.time()
+        try:
+            output = self.controller.evaluate(steps=self.params.trainer.validation_steps)
+        except _PIPELINE_ERRORS as e:
+            raise self._bad_data('validation_data_path', e, (
+                f'The evaluation at step {step} did not finish; the checkpoint of step {step} '
+                'is saved and the best model is untouched: a restart resumes from there and '
+                'evaluates.')) from None
+        metrics = {k: float(output[k]) for k in COCO_METRICS}
+        ap = metrics['AP']
+        self.tuning.report_ap(ap, step)
+        best_ap = self._best_ap()
+        exported = ap > best_ap
+        if exported:
+            self.best.replace(self.params, self.controller.checkpoint_manager.latest_checkpoint, {
+                'step': step, 'metrics': metrics, 'flags': self.settings.as_flags()})
+        self.evaluations['evaluations'].append(
+            {'step': step, 'metrics': metrics, 'exported': exported})
+        io_utils.write_json(self.evaluations_path, self.evaluations)
+        logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | %.0fs',
+                     step, self.settings.max_steps, ap, metrics['AP50'], metrics['AP75'],
+                     f'new best, exported to {self.dirs.model}' if exported
+                     else f'best stays {best_ap:.4f}', time.time() - start)
+        self.progress.restart_clock()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except tf.errors.PermissionDeniedError as e:
+            raise errors.StorageError(
+                f'permission denied by the storage, stopping at step {self.step()}: '
+                f'{storage_check.one_line(e.message)}. {storage_check.WRITE_ADVICE} A restart '
+                'resumes from the last checkpoint.') from None
+
+    def _run(self) -> None:
+        max_steps, interval = self.settings.max_steps, self.settings.train_steps_per_eval
+        self.best.recover()
+        step = self.step()
+        if step:
+            logging.info('Resuming from the checkpoint at step %d in %s.', step, self.dirs.checkpoints)
+        if step >= max_steps and self._evaluated(step) and self.best.metrics():
+            logging.info('Training already reached max_steps=%d; the final evaluation and '
+                         'the best model exist. Nothing to do.', max_steps)
+            return
+        at_eval_point = step and (step % interval == 0 or step >= max_steps)
+        if at_eval_point and (not self._evaluated(step) or not self.best.metrics()):
+            self.evaluate()  # the previous run stopped between training and evaluation
+        self.progress.restart_clock()
+        while step < max_steps:
+            target = min((step // interval + 1) * interval, max_steps)
+            self.train_to(target)
+            step = self.step()
+            self.evaluate()
+        best = self.best.metrics()
+        logging.info('Done: %d steps. Best AP %.4f (AP50 %.4f) at step %d, model in %s.',
+                     step, best['metrics']['AP'], best['metrics']['AP50'], best['step'],
+                     self.dirs.model)
+
+
+def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
+    """Devices, the data check, the config, the trainer and its runner."""
+    choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
+    logging.info('Devices: %s (%s).', choice.kind.upper(), choice.reason)
+    strategy = devices.make_strategy(choice)
+    data = data_check.plan(settings, dirs.checkpoints)  # before anything is built
+    on_tpu = choice.kind == 'tpu'
+    params = experiment.for_job(settings, data.files, data.num_eval,
+                                strategy.num_replicas_in_sync, on_tpu)
+    if on_tpu:
+        tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')
+    tuning = HyperTuneFile(dirs.metrics_file, dirs.trial or '0')
+    io_utils.makedirs(dirs.checkpoints)
+    task = RetinaNetTask(params.task, skip={
+        True: data.skip.get('training_data_path', ()),
+        False: data.skip.get('validation_data_path', ())})
+    with strategy.scope():
+        trainer = train_utils.create_trainer(params, task, train=True, evaluate=True)
+    progress = reporting.ProgressLog(trainer.global_step, settings.max_steps,
+                                     settings.train_batch_size)
+    runner = build_runner(params, task, trainer, strategy, dirs, [progress, stop])
+    return Job(settings, dirs, data, params, runner, progress, tuning)
+
+
+def run(settings: Settings, dirs: OutputDirs) -> int:
+    """The whole job; its exit status (errors.py lists them)."""
+    logging.info('Outputs: checkpoints %s, best model %s, TensorBoard %s%s.',
+                 dirs.checkpoints, dirs.model, dirs.tensorboard,
+                 f', trial {dirs.trial}' if dirs.trial else '')
+    stop = PreemptionStop()
+    try:
+        storage_check.check_paths(settings, dirs)
+        job = build(settings, dirs, stop)
+        signal.signal(signal.SIGTERM, stop.on_sigterm)
+        job.run()
+    except Preempted:
+        logging.warning('Stopped by SIGTERM at step %d; the checkpoint is saved, a '
+                        'restart resumes from it.', job.step())
+        return errors.EXIT_PREEMPTED
+    except errors.JobError as e:
+        return errors.report(e, log=True)
+    return errors.EXIT_OK
