@@ -55,6 +55,9 @@ def test_defaults_match_the_contract():
 @pytest.mark.parametrize('args, name, value', [
     (['--train_batch_size', '8'], 'train_batch_size', 8),  # --name value form
     (['--image_size=960,1280'], 'image_size', (960, 1280)),
+    (['--image_size=512'], 'image_size', (512, 512)),  # one number: a square
+    (['--job_dir=/tmp/out/'], 'job_dir', '/tmp/out/'),  # both spellings, one value
+    (['--allow_data_change'], 'allow_data_change', True),
     (['--bbox_aspect_ratios=1.0, 2.0'], 'bbox_aspect_ratios', (1.0, 2.0)),
     (['--aug_rand_hflip=FALSE'], 'aug_rand_hflip', False),
     (['--aug_rand_hflip=True'], 'aug_rand_hflip', True),
@@ -94,7 +97,8 @@ def test_job_dir_has_two_spellings():
     (['--focal_loss_alpha=1'], '--focal_loss_alpha=1 is not valid'),
     (['--aug_scale_min=1.5'], '--aug_scale_min=1.5 is not valid'),
     (['--aug_scale_max=0.5'], '--aug_scale_max=0.5 is not valid'),
-    (['--aug_rand_hflip=maybe'], 'aug_rand_hflip'),
+    (['--aug_rand_hflip=maybe'], '--aug_rand_hflip=maybe is not valid. Allowed: true, false'),
+    (['--job_dir=/other'], '--job-dir was given 2 different values (/tmp/out, /other)'),
     (['--bbox_aspect_ratios=1,-2'], '--bbox_aspect_ratios=1,-2 is not valid'),
     (['--warmup_steps=1000'], '--warmup_steps=1000 is not below --max_steps=1000'),
     (['--initial_learning_rate=0'], '--initial_learning_rate=0 is not valid'),
@@ -120,6 +124,17 @@ def test_bad_values_exit_2_naming_flag(args, message, capsys):
 def test_required_flags(missing, capsys):
     args = [a for a in REQUIRED if not a.startswith(f'--{missing}=')]
     assert f'--{missing} is required' in parse_error(args, capsys)
+
+
+@pytest.mark.parametrize('tf_config, message', [
+    ('{"task": {"trial": 3', 'TF_CONFIG is not valid JSON (Expecting'),
+    ('[1, 2]', 'TF_CONFIG must be a JSON object'),
+    ('{"task": "master"}', 'TF_CONFIG must be a JSON object with an object "task"'),
+])
+def test_tf_config_that_is_not_a_json_object_is_refused(tf_config, message, capsys,
+                                                        monkeypatch):
+    monkeypatch.setenv('TF_CONFIG', tf_config)
+    assert message in parse_error(REQUIRED, capsys)
 
 
 def test_output_root_is_required_without_vertex(capsys, monkeypatch):

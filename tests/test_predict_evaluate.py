@@ -241,3 +241,29 @@ def test_evaluate_names_the_data_when_a_record_does_not_decode(model, tmp_path):
     assert result.returncode == 2
     assert f'--data_path={path}' in result.stderr and 'validate' in result.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_evaluate_leaves_out_labels_the_model_does_not_have(model, tmp_path):
+    """The model has classes 1..3: boxes labelled 5 are named and left out, not
+    averaged in; the rest is scored as the same records without them."""
+    rng = np.random.RandomState(11)
+    with_five = str(tmp_path / 'with_five.tfrecord')
+    without = str(tmp_path / 'without.tfrecord')
+    with tf.io.TFRecordWriter(with_five) as a, tf.io.TFRecordWriter(without) as b:
+        for i in range(4):
+            image, boxes, labels = synthetic.draw_image(rng, 128)
+            encoded = synthetic.encode(image)
+            b.write(synthetic.make_example(encoded, boxes, labels, 128, 128,
+                                           source_id=str(i + 1)).SerializeToString())
+            a.write(synthetic.make_example(encoded, boxes + [(5, 5, 40, 40)], labels + [5],
+                                           128, 128, source_id=str(i + 1)).SerializeToString())
+    scored = {}
+    for name, path in (('with_five', with_five), ('without', without)):
+        result = command('evaluate', '--model_dir', model['dir'], '--data_path', path,
+                         '--output_dir', str(tmp_path / name))
+        assert result.returncode == 0, result.stderr[-3000:]
+        scored[name] = (result, json.loads((tmp_path / name / 'metrics.json').read_text()))
+    warned = scored['with_five'][0].stderr
+    assert ("warning: 4 boxes have labels outside the model's classes 1..3 (label 5: 4): left "
+            "out of the evaluation") in warned
+    assert scored['with_five'][1]['metrics'] == scored['without'][1]['metrics']

@@ -80,6 +80,21 @@ def _small_box(e):
         set_list(e, key, [value])
 
 
+def _too_many_boxes(e):
+    for key in record_checks.BOX_KEYS + (record_checks.LABEL_KEY,):
+        feature = e.features.feature[key]
+        values = getattr(feature, feature.WhichOneof('kind')).value
+        values[:] = list(values) * 101
+    del e.features.feature['image/object/class/text']
+
+
+def _tiny_image(e):
+    from PIL import Image
+    set_list(e, 'image/encoded', [synthetic.encode(Image.new('RGB', (1, 1)))])
+    set_list(e, 'image/height', [1])
+    set_list(e, 'image/width', [1])
+
+
 # rule -> (how to break the record at index 1, text the message must hold)
 RECORD_RULES = {
     'missing_key': (_missing_key, 'required key image/object/bbox/ymax is missing'),
@@ -99,6 +114,9 @@ RECORD_RULES = {
     'small_box': (_small_box, '1 of 1 boxes smaller than the smallest anchor (32 px) at '
                               'image_size 128,128: box 0 (6.0 px)'),
     'no_boxes': (_no_boxes, 'no boxes'),
+    'too_many_boxes': (_too_many_boxes, '101 boxes; training keeps the first 100 '
+                                        '(--max_num_bboxes_in_training=100)'),
+    'tiny_image': (_tiny_image, 'the image is 1x1 px (width x height)'),
 }
 
 
@@ -191,9 +209,30 @@ def test_zero_based_labels_get_their_own_message(tmp_path):
     assert not issues_of(record_checks.validate([path], SETTINGS), 'zero_based_labels')
 
 
+def test_files_without_records_are_an_error_of_the_set(tmp_path):
+    empty = tmp_path / 'train-0.tfrecord'
+    empty.write_bytes(b'')
+    report = record_checks.validate([str(empty)], SETTINGS)
+    [issue] = report.issues
+    assert issue.code == 'no_records' and not report.ok and report.set_errors() == [issue]
+    assert issue.line() == (f'{empty}: the 1 file(s) read hold no records (0-byte or empty '
+                            'TFRecord files): nothing to train or evaluate on. Check the glob '
+                            'and how the files were written.')
+
+
+def test_a_set_without_any_box_is_an_error_but_a_few_negatives_are_fine(tmp_path):
+    negatives = [good_example(str(i), boxes=[], labels=[]) for i in range(3)]
+    path = write_records(tmp_path / 'neg.tfrecord', negatives)
+    report = record_checks.validate([path], SETTINGS)
+    assert [i.code for i in report.set_errors()] == ['no_boxes_in_set'] and not report.ok
+    assert 'none of the 3 records read holds a box' in report.set_errors()[0].message
+    mixed = write_records(tmp_path / 'mixed.tfrecord', negatives + [good_example('9')])
+    assert record_checks.validate([mixed], SETTINGS).ok
+
+
 def test_every_rule_has_a_test():
     tested = set(RECORD_RULES) | {'not_an_example', 'unreadable_file', 'duplicate_source_id',
-                                  'zero_based_labels'}
+                                  'zero_based_labels', 'no_records', 'no_boxes_in_set'}
     assert tested == set(record_checks.RULES)
 
 

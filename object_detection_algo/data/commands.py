@@ -22,6 +22,8 @@ def add_parsers(sub) -> None:
                           'small-box check')
     val.add_argument('--anchor_size', type=float, default=4.0)
     val.add_argument('--fpn_min_level', type=int, default=3)
+    val.add_argument('--max_num_bboxes_in_training', type=int, default=100,
+                     help='boxes per image the job keeps (as the job flag); more are warned')
     val.add_argument('--max_records', type=int, default=None,
                      help='check a sample of at most this many records, spread over the files')
     val.add_argument('--report', help='also write the full report as JSON here')
@@ -87,14 +89,14 @@ def _validate(args) -> int:
         size = _image_size(args.image_size)
     except errors.UsageError as e:
         return errors.report(e)
-    for name in ('num_classes', 'max_records', 'fpn_min_level'):
+    for name in ('num_classes', 'max_records', 'fpn_min_level', 'max_num_bboxes_in_training'):
         value = getattr(args, name)
         if value is not None and value < 1:
             return errors.report(errors.UsageError(f'--{name}={value}: must be >= 1.'))
     from object_detection_algo import io_utils
     from object_detection_algo.data import record_checks, records
     settings = record_checks.CheckSettings(args.num_classes, size, args.anchor_size,
-                                           args.fpn_min_level)
+                                           args.fpn_min_level, args.max_num_bboxes_in_training)
     try:
         files = records.match_files(args.data_path, 'data_path')
     except errors.JobError as e:

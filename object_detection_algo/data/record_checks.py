@@ -34,12 +34,19 @@ RULES = {
     'zero_based_labels': (ERROR, 'labels run 0..num_classes-1: they look 0-based'),
     'size_mismatch': (ERROR, 'image/height or image/width disagree with the decoded image'),
     'duplicate_source_id': (ERROR, 'two records with the same image/source_id'),
+    'no_records': (ERROR, 'the files hold no records at all (e.g. 0-byte files)'),
+    'no_boxes_in_set': (ERROR, 'no record holds a box: nothing to learn from or score'),
     'small_box': (WARNING, 'boxes smaller than the smallest anchor at image_size'),
+    'too_many_boxes': (WARNING, 'more boxes than max_num_bboxes_in_training: the rest are dropped'),
+    'tiny_image': (WARNING, 'an image under 16 px on a side'),
     'no_boxes': (INFO, 'an image without boxes (a valid negative example)'),
 }
 
+TINY_IMAGE = 16  # px; a smaller side is warned about
+
 # Problems of a whole file or set: skipping single records does not fix them.
-SET_ERRORS = ('unreadable_file', 'duplicate_source_id', 'zero_based_labels')
+SET_ERRORS = ('unreadable_file', 'duplicate_source_id', 'zero_based_labels', 'no_records',
+              'no_boxes_in_set')
 
 BOX_KEYS = ('image/object/bbox/ymin', 'image/object/bbox/xmin',
             'image/object/bbox/ymax', 'image/object/bbox/xmax')
@@ -59,6 +66,7 @@ class CheckSettings:
     image_size: Tuple[int, int] = (640, 640)  # model input, height first
     anchor_size: float = 4.0
     min_level: int = 3
+    max_boxes: int = 100  # the job keeps this many per image (--max_num_bboxes_in_training)
 
     @property
     def smallest_anchor(self) -> float:
@@ -139,6 +147,10 @@ def check_example(example, settings: CheckSettings, decode: bool = True
                 problems.append(('undecodable_image',
                                  f'image/encoded ({len(encoded[0])} bytes) does not decode: {e}'))
     if decoded is not None:
+        if min(decoded) < TINY_IMAGE:
+            problems.append(('tiny_image', f'the image is {decoded[1]}x{decoded[0]} px (width x '
+                                           'height): scaled to the model input it shows almost '
+                                           'nothing'))
         for key, actual in zip(('image/height', 'image/width'), decoded):
             given = lists.get(key)
             if given and given[0] != actual:
@@ -159,6 +171,10 @@ def check_example(example, settings: CheckSettings, decode: bool = True
     facts.labels = labels
     if not labels:
         problems.append(('no_boxes', 'no boxes (a negative example)'))
+    if len(labels) > settings.max_boxes:
+        problems.append(('too_many_boxes', f'{len(labels)} boxes; training keeps the first '
+                                           f'{settings.max_boxes} (--max_num_bboxes_in_training'
+                                           f'={settings.max_boxes})'))
     for i, label in enumerate(labels):
         if not 1 <= label <= settings.num_classes:
             hint = ' (0 is the background class)' if label == 0 else ''
@@ -370,6 +386,19 @@ class Validator:
     def finish(self) -> Report:
         report = self.report
         n = report.settings.num_classes
+        unreadable = any(i.code == 'unreadable_file' for i in report.issues)
+        if report.files and not report.records and not unreadable:
+            report.issues.append(Issue(
+                'no_records', report.files[0], -1, '', '',
+                f'the {len(report.files)} file(s) read hold no records (0-byte or empty '
+                'TFRecord files): nothing to train or evaluate on. Check the glob and how the '
+                'files were written.'))
+        elif report.records and not report.histogram:
+            report.issues.append(Issue(
+                'no_boxes_in_set', report.files[0], -1, '', '',
+                f'none of the {report.records} records read holds a box: the model would '
+                'learn no object (and COCO AP needs boxes to score). Check the box and label '
+                'keys the converter wrote; a few images without boxes are fine.'))
         labels = [k for k in report.histogram]
         if self._label_zero and max(labels) <= n - 1:
             first = self._label_zero

@@ -13,7 +13,13 @@ def match_files(pattern: str, flag_name: str) -> List[str]:
         files = sorted(tf.io.gfile.glob(pattern))
     except tf.errors.OpError as e:
         raise DataError(f'--{flag_name}={pattern}: cannot list files: {e.message}') from None
-    files = [f for f in files if not tf.io.gfile.isdir(f)]
+    folders = [f for f in files if tf.io.gfile.isdir(f)]
+    files = [f for f in files if f not in folders]
+    if not files and folders:
+        raise DataError(
+            f'--{flag_name}={pattern} names {"a folder" if len(folders) == 1 else "folders"} '
+            f'({", ".join(folders[:3])}), not TFRecord files. Give a glob of the files, '
+            f'e.g. --{flag_name}={folders[0].rstrip("/")}/*')
     if not files:
         raise DataError(
             f'--{flag_name}={pattern} matches no files. Check the path and the '

@@ -74,6 +74,17 @@ class CocoData:
                                     'bbox': xywh, 'area': xywh[2] * xywh[3], 'iscrowd': 0})
 
 
+    def drop_classes_outside(self, num_classes: int) -> Dict[int, int]:
+        """Leaves out ground truth with labels outside 1..num_classes (the model
+        can never detect them); {label: boxes left out}."""
+        outside: Dict[int, int] = {}
+        for a in self.truth:
+            if not 1 <= a['category_id'] <= num_classes:
+                outside[a['category_id']] = outside.get(a['category_id'], 0) + 1
+        self.truth = [a for a in self.truth if a['category_id'] not in outside]
+        return dict(sorted(outside.items()))
+
+
 def _xywh(box) -> List[float]:
     ymin, xmin, ymax, xmax = (float(v) for v in box)
     return [xmin, ymin, xmax - xmin, ymax - ymin]
@@ -215,6 +226,14 @@ def run(args) -> int:
         return errors.report(errors.DataError(
             f'--data_path={args.data_path}: {e.message.splitlines()[0]} '
             '(`python -m object_detection_algo validate` names the record).'), errors.EXIT_USAGE)
+    num_classes = model_client.trained_classes(args.model_dir)
+    outside = data.drop_classes_outside(num_classes) if num_classes else {}
+    if outside:
+        sys.stderr.write(
+            f'warning: {sum(outside.values())} boxes have labels outside the model\'s classes '
+            f'1..{num_classes} (' + ', '.join(f'label {k}: {n}' for k, n in outside.items()) +
+            '): left out of the evaluation. Is --data_path the data this model was trained '
+            'for?\n')
     if not data.truth:
         return errors.report(errors.DataError(
             f'{args.data_path}: the {len(data.images)} records hold no boxes; COCO AP needs '

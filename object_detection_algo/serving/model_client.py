@@ -2,7 +2,7 @@
 clear error when it is not ours, run batches, isolate the images that fail."""
 
 import posixpath
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -40,6 +40,14 @@ def load(model_dir: str):
                          f'{list(INPUTS)} of this algorithm\'s export.')
     serve._keep_model_alive = model  # the signature does not own its variables
     return serve
+
+
+def trained_classes(model_dir: str) -> Optional[int]:
+    """num_classes of the job that exported the model, from the metrics.json the
+    job writes beside it; None when there is none."""
+    from object_detection_algo import io_utils
+    metrics = io_utils.read_json(posixpath.join(model_dir, 'metrics.json')) or {}
+    return (metrics.get('flags') or {}).get('num_classes')
 
 
 def _call(serve, images: Sequence[bytes], keys: Sequence[str]) -> List[Dict[str, np.ndarray]]:

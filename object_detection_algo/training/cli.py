@@ -2,6 +2,7 @@
 validates every value before TensorFlow is imported (exit status 2 on error)."""
 
 import os
+import re
 import sys
 from typing import Any, Dict, List, Tuple
 
@@ -39,13 +40,39 @@ def usage_error(message: str) -> None:
     sys.exit(errors.EXIT_USAGE)
 
 
+def _job_dir_values(argv: List[str]) -> List[str]:
+    """The values given to --job-dir and --job_dir, in order (absl keeps the last)."""
+    values = []
+    for i, arg in enumerate(argv):
+        for name in ('--job-dir', '--job_dir'):
+            if arg.startswith(name + '='):
+                values.append(arg[len(name) + 1:])
+            elif arg == name and i + 1 < len(argv):
+                values.append(argv[i + 1])
+    return values
+
+
+def _flag_error(error: flags.Error) -> str:
+    """absl's message, with its Python tuple for a bad boolean made readable."""
+    found = re.match(r"flag --([\w-]+)=(.*): \('Non-boolean argument to boolean flag'", str(error))
+    if found:
+        name, value = found.groups()
+        return (f'--{name}={value} is not valid. Allowed: true, false (any case), or bare '
+                f'--{name} / --no{name}.')
+    return str(error)
+
+
 def parse(argv: List[str]) -> List[str]:
     """absl `flags_parser` for app.run: parses, validates, exits 2 on a bad flag."""
     define_flags()
+    job_dirs = _job_dir_values(argv)
+    if len({v.rstrip('/') for v in job_dirs}) > 1:
+        usage_error(f'--job-dir was given {len(job_dirs)} different values '
+                    f'({", ".join(job_dirs)}); --job-dir and --job_dir are one flag: give one.')
     try:
         rest = FLAGS(argv)
     except flags.Error as e:
-        usage_error(str(e))
+        usage_error(_flag_error(e))
     if len(rest) > 1:
         usage_error(f'unexpected argument(s): {" ".join(rest[1:])} '
                     '(flags are written --name=value)')

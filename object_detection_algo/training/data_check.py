@@ -25,7 +25,8 @@ DATA_FLAGS = ('training_data_path', 'validation_data_path')
 def check_settings(settings: Settings) -> record_checks.CheckSettings:
     return record_checks.CheckSettings(
         num_classes=settings.num_classes, image_size=settings.input_size,
-        anchor_size=settings.anchor_size, min_level=settings.fpn_min_level)
+        anchor_size=settings.anchor_size, min_level=settings.fpn_min_level,
+        max_boxes=settings.max_num_bboxes_in_training)
 
 
 @dataclasses.dataclass
@@ -36,9 +37,13 @@ class DataPlan:
     num_eval: int  # validation records evaluated on, skipped ones excluded
 
 
-def plan(settings: Settings, report_dir: str) -> DataPlan:
-    """Matches both globs, checks the records, counts the validation set."""
-    files = {flag: records.match_files(getattr(settings, flag), flag) for flag in DATA_FLAGS}
+def match(settings: Settings) -> Dict[str, List[str]]:
+    """{flag: the files its glob matches}; a DataError naming an empty glob."""
+    return {flag: records.match_files(getattr(settings, flag), flag) for flag in DATA_FLAGS}
+
+
+def plan(settings: Settings, files: Dict[str, List[str]], report_dir: str) -> DataPlan:
+    """Checks the records of the matched files, counts the validation set."""
     skip, counted = run(settings, files, report_dir)
     eval_files = files['validation_data_path']
     num_eval = counted['validation_data_path']

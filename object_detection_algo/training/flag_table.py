@@ -67,7 +67,7 @@ FLAGS_TABLE: List[Flag] = [
     Flag('train_steps_per_eval', 'int', 1000, '>= 1',
          'Training steps between evaluations (and one at the end).',
          check=_ge(1), config=('trainer.validation_interval',)),
-    Flag('image_size', 'size', (640, 640), 'H,W each >= 2^fpn_max_level',
+    Flag('image_size', 'size', (640, 640), 'H,W each >= 2^fpn_max_level; one number: a square',
          'Model input size, height first. Padded up to a multiple of '
          '2^fpn_max_level.', config=('task.model.input_size',)),
     Flag('resnet_depth', 'int', 50, ', '.join(map(str, RESNET_DEPTHS)),
@@ -181,6 +181,11 @@ FLAGS_TABLE: List[Flag] = [
          'is ignored); the log and preflight_report.json count and list the skipped '
          'records. An unreadable file, duplicate source_ids and 0-based labels concern a '
          'whole file or set and still stop the job.', extension=True),
+    Flag('allow_data_change', 'bool', False, 'true, false',
+         'Let a restarted job go on although its data files differ from its first start '
+         '(added, removed, or another size or modification time); otherwise it stops. '
+         'After a change of the validation data, evaluations are compared only with those '
+         'on the same data when choosing the best model.', extension=True),
 ]
 
 FLAGS_BY_NAME: Dict[str, Flag] = {f.name: f for f in FLAGS_TABLE}

@@ -10,7 +10,7 @@ import os
 import posixpath
 import signal
 import time
-from typing import List
+from typing import Any, Dict, List, Optional
 
 import orbit
 import tensorflow as tf
@@ -23,7 +23,7 @@ from object_detection_algo.adapters.hypertune_file import HyperTuneFile
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.data import record_checks
 from object_detection_algo.training import (best_model, data_check, devices, experiment,
-                                            reporting, storage_check)
+                                            identity, reporting, storage_check)
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
@@ -70,8 +70,10 @@ class Job:
 
     def __init__(self, settings: Settings, dirs: OutputDirs, data: data_check.DataPlan,
                  params, runner: train_lib.OrbitExperimentRunner,
-                 progress: reporting.ProgressLog, tuning: HyperTuneFile):
+                 progress: reporting.ProgressLog, tuning: HyperTuneFile,
+                 job_identity: identity.Identity):
         self.settings = settings
+        self.identity = job_identity
         self.dirs = dirs
         self.data = data
         self.params = params
@@ -86,11 +88,21 @@ class Job:
     def step(self) -> int:
         return int(self.runner.trainer.global_step.numpy())
 
+    def _same_data(self, entry: Dict[str, Any]) -> bool:
+        """An evaluation (or the best model's) on this start's validation data."""
+        return entry.get('data_version', 1) == self.identity.data_version
+
     def _evaluated(self, step: int) -> bool:
-        return any(e['step'] == step for e in self.evaluations['evaluations'])
+        return any(e['step'] == step and self._same_data(e)
+                   for e in self.evaluations['evaluations'])
+
+    def _best(self) -> Optional[Dict[str, Any]]:
+        """metrics.json of the best model, when it was evaluated on this data."""
+        best = self.best.metrics()
+        return best if best and self._same_data(best) else None
 
     def _best_ap(self) -> float:
-        best = self.best.metrics()
+        best = self._best()
         return best['metrics']['AP'] if best else -1.0
 
     def _bad_data(self, flag: str, error: tf.errors.OpError, saved: str) -> errors.DataError:
@@ -104,6 +116,7 @@ class Job:
                                             self.data.skip.get(flag, ()))
         if found is None:
             raise error
+        identity.expect_fix(self.dirs.checkpoints, flag)
         report = found.report
         return errors.DataError(
             f'--{flag}={getattr(self.settings, flag)}: the input pipeline failed on a record the '
@@ -141,9 +154,12 @@ class Job:
         exported = ap > best_ap
         if exported:
             self.best.replace(self.params, self.controller.checkpoint_manager.latest_checkpoint, {
-                'step': step, 'metrics': metrics, 'flags': self.settings.as_flags()})
+                'step': step, 'metrics': metrics, 'flags': self.settings.as_flags(),
+                'data_version': self.identity.data_version,
+                'identity': self.identity.summary()})
         self.evaluations['evaluations'].append(
-            {'step': step, 'metrics': metrics, 'exported': exported})
+            {'step': step, 'metrics': metrics, 'exported': exported,
+             'data_version': self.identity.data_version})
         io_utils.write_json(self.evaluations_path, self.evaluations)
         logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | %.0fs',
                      step, self.settings.max_steps, ap, metrics['AP50'], metrics['AP75'],
@@ -166,12 +182,12 @@ class Job:
         step = self.step()
         if step:
             logging.info('Resuming from the checkpoint at step %d in %s.', step, self.dirs.checkpoints)
-        if step >= max_steps and self._evaluated(step) and self.best.metrics():
+        if step >= max_steps and self._evaluated(step) and self._best():
             logging.info('Training already reached max_steps=%d; the final evaluation and '
                          'the best model exist. Nothing to do.', max_steps)
             return
         at_eval_point = step and (step % interval == 0 or step >= max_steps)
-        if at_eval_point and (not self._evaluated(step) or not self.best.metrics()):
+        if at_eval_point and (not self._evaluated(step) or not self._best()):
             self.evaluate()  # the previous run stopped between training and evaluation
         self.progress.restart_clock()
         while step < max_steps:
@@ -185,12 +201,28 @@ class Job:
                      self.dirs.model)
 
 
+def remove_unfinished_saves(checkpoint_dir: str) -> None:
+    """Deletes the <prefix>_temp folders of checkpoint saves that were killed
+    before they finished (a finished save removes its own)."""
+    for folder in tf.io.gfile.glob(posixpath.join(checkpoint_dir, 'ckpt-*_temp')):
+        tf.io.gfile.rmtree(folder)
+        logging.warning('Removed %s, left by a checkpoint save that did not finish.', folder)
+
+
 def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
-    """Devices, the data check, the config, the trainer and its runner."""
+    """The restart check, devices, the data check, the config, the trainer and its runner."""
+    where = (f'--job-dir={settings.job_dir}' if settings.job_dir
+             else f'the checkpoint folder {dirs.checkpoints}')
+    previous = identity.read(dirs.checkpoints)
+    identity.check_shape(previous, settings, where)  # before anything is built
     choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
     logging.info('Devices: %s (%s).', choice.kind.upper(), choice.reason)
     strategy = devices.make_strategy(choice)
-    data = data_check.plan(settings, dirs.checkpoints)  # before anything is built
+    files = data_check.match(settings)
+    this_start = identity.check_data(previous, settings, files, where)
+    data = data_check.plan(settings, files, dirs.checkpoints)
+    identity.write(dirs.checkpoints, this_start)
+    remove_unfinished_saves(dirs.checkpoints)  # only once the job goes on
     on_tpu = choice.kind == 'tpu'
     params = experiment.for_job(settings, data.files, data.num_eval,
                                 strategy.num_replicas_in_sync, on_tpu)
@@ -206,7 +238,7 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
     progress = reporting.ProgressLog(trainer.global_step, settings.max_steps,
                                      settings.train_batch_size)
     runner = build_runner(params, task, trainer, strategy, dirs, [progress, stop])
-    return Job(settings, dirs, data, params, runner, progress, tuning)
+    return Job(settings, dirs, data, params, runner, progress, tuning, this_start)
 
 
 def run(settings: Settings, dirs: OutputDirs) -> int:

@@ -21,12 +21,27 @@ class OutputDirs:
     metrics_file: str = DEFAULT_METRICS_FILE  # the hypertune lines (CLOUD_ML_HP_METRIC_FILE)
 
 
+def tf_config(env: Mapping[str, str]) -> dict:
+    """TF_CONFIG as a dict ({} when unset); a UsageError when it is not a JSON object,
+    since a tuning trial would lose its trial id and write into another trial's folders."""
+    text = env.get('TF_CONFIG') or ''
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f'TF_CONFIG is not valid JSON ({e}): {text[:200]!r}. AI Platform and '
+                         'Vertex AI set it themselves; if you set it, give a JSON object such as '
+                         '{"task": {"type": "master", "index": 0}}, or unset it.') from None
+    if not isinstance(value, dict) or not isinstance(value.get('task') or {}, dict):
+        raise UsageError(f'TF_CONFIG must be a JSON object with an object "task", not '
+                         f'{text[:200]!r}.')
+    return value
+
+
 def trial_id(env: Mapping[str, str]) -> Optional[str]:
     """AI Platform puts the trial in TF_CONFIG task.trial; Vertex in CLOUD_ML_TRIAL_ID."""
-    try:
-        task = json.loads(env.get('TF_CONFIG') or '{}').get('task') or {}
-    except (ValueError, AttributeError):
-        task = {}
+    task = tf_config(env).get('task') or {}
     trial = str(task.get('trial') or '').strip()
     return trial or (env.get('CLOUD_ML_TRIAL_ID') or '').strip() or None
 

@@ -57,6 +57,7 @@ class Settings:
     head_num_convs: int
     preflight_max_records: int
     skip_bad_records: bool
+    allow_data_change: bool
 
     @classmethod
     def from_flags(cls, values: Dict[str, Any]) -> 'Settings':
