@@ -101,12 +101,15 @@ def test_storage_that_never_answers_fails_within_seconds(shapes_data, tmp_path):
     with socket.socket() as s:  # a port nothing listens on: every connection is refused
         s.bind(('127.0.0.1', 0))
         dead = s.getsockname()[1]
+    # Both spellings: curl reads the lower-case one first, and the gs:// tests' emulator may
+    # have set them in this process.
     env = job_env(tmp_path / 'hp' / 'output.metrics', HTTPS_PROXY=f'http://127.0.0.1:{dead}',
-                  GOOGLE_AUTH_TOKEN_FOR_TESTING='token', NO_GCE_CHECK='true')
+                  https_proxy=f'http://127.0.0.1:{dead}', GOOGLE_AUTH_TOKEN_FOR_TESTING='token',
+                  NO_GCE_CHECK='true')
     code, log, seconds = _job(tmp_path, shapes_data['train'], shapes_data['val'], env=env,
-                              job_dir='gs://job/run')
+                              job_dir='gs://unreachable/run')
     print(f'unreachable storage: exit {code} in {seconds:.1f} s')
     assert code == 3, log[-3000:]
-    assert ('error: --job-dir=gs://job/run: no answer from the storage for '
-            'gs://job/run/checkpoints within 20 s') in log
+    assert ('error: --job-dir=gs://unreachable/run: no answer from the storage for '
+            'gs://unreachable/run/checkpoints within 20 s') in log
     assert 'AbortedError' not in log and 'Traceback' not in log
