@@ -12,6 +12,8 @@ COPY requirements.txt constraints.txt ./
 RUN python3 -m pip install --no-cache-dir -r requirements.txt \
     && python3 -m pip check
 
+# The ImageNet ResNet-50 for --init_checkpoint=auto, when the build put it there (cloudbuild.yaml).
+COPY pretrained/ pretrained/
 COPY entrypoint.py .
 COPY object_detection_algo/ object_detection_algo/
 
