@@ -150,7 +150,7 @@ FLAGS_TABLE: List[Flag] = [
          config=('trainer.optimizer_config.optimizer',)),
     Flag('weight_decay', 'float', 0.0001, '>= 0', 'L2 weight decay.',
          check=_ge(0), config=('task.losses.l2_weight_decay',)),
-    # Our extensions: documented in the README, not part of the original.
+    # Our extensions: documented in docs/flags.md, not part of the original.
     Flag('log_every_steps', 'int', 50, '>= 1',
          'Steps between progress lines and TensorBoard points (also the '
          'length of one on-device training loop).', check=_ge(1),
@@ -366,7 +366,7 @@ def _show_default(flag: Flag) -> str:
 
 
 def markdown_table() -> str:
-    """The README's flag table, generated from FLAGS_TABLE."""
+    """The flag table of docs/flags.md, generated from FLAGS_TABLE."""
     rows = ['| Flag | Type | Default | Valid | Meaning |', '|---|---|---|---|---|']
     for f in FLAGS_TABLE:
         name = f'`{f.name}`' + (' (ours)' if f.extension else '')
