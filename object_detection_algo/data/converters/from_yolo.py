@@ -6,9 +6,10 @@ val-* as they are (else --val_fraction splits the images):
 
     yolo/
       obj.names          --names: class 0 on the first line
-      images/a.jpg       --images_dir                (--val_images_dir)
-      labels/a.txt       --labels_dir (default: beside the images; --val_labels_dir)
-                         no .txt = an image without boxes
+      images/a.jpg       --images_dir
+      labels/a.txt       --labels_dir (default: beside the images); no .txt = no boxes
+      val/images/b.jpg   --val_images_dir (optional: a validation set of its own)
+      val/labels/b.txt   --val_labels_dir (default: beside those images)
 
 Ultralytics' data.yaml (--data), whose `path` (relative: from the YAML's own
 folder; absent: that folder) holds the `train`, `val` and optional `test`
