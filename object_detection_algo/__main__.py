@@ -4,7 +4,7 @@
   synthetic    write the synthetic dataset as TFRecords
   predict      answer images with an exported model (AI Platform JSON)
   evaluate     COCO metrics of an exported model on a TFRecord glob
-  flags-table  print the README's flag table (generated from flag_table.py)
+  flags-table  print the flag table of docs/flags.md (from flag_table.py)
   validate     check TFRecords before training (exit 0: no errors, 1: errors)
   convert      Pascal VOC / COCO / YOLO / CSV to TFRecords and a label map
 """

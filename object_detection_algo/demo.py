@@ -11,7 +11,7 @@ import time
 # scratch. Shapes are 21..64 px and square-boxed, so anchors of one aspect
 # ratio and a smaller base size cover them, and pyramid levels above 5 would
 # see nothing. From scratch, small batches with more steps learn faster per
-# image than batch 16, and learning rates above ~0.05 stall (see README).
+# image than batch 16, and learning rates above ~0.05 stall (see docs/training.md).
 DEMO_FLAGS = {
     'num_classes': 3,
     'resnet_depth': 18,

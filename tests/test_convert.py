@@ -5,6 +5,7 @@ inputs reported by file and line."""
 
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -45,9 +46,9 @@ def convert(*args):
 
 
 def read_output(out_dir):
-    """{filename: parsed record fields} over all train-* and val-* files."""
+    """{filename: parsed record fields} over all train-*, val-* and test-* files."""
     found = {}
-    for split in ('train', 'val'):
+    for split in ('train', 'val', 'test'):
         for path in sorted(tf.io.gfile.glob(f'{out_dir}/{split}-*.tfrecord')):
             for raw in tf.data.TFRecordDataset(path):
                 f = tf.train.Example.FromString(raw.numpy()).features.feature
@@ -132,20 +133,31 @@ def test_voc_round_trip_and_split_lists(source, tmp_path, capsys):
     assert 'Dropped records: 0.' in printed and 'Dropped boxes: 0.' in printed
 
 
-def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
-    root, images = source
-    coco_ids = {'square': 9, 'circle': 12, 'triangle': 2}  # sparse and out of name order
+def write_coco(path, images, coco_ids, first_id=100):
+    """An instances JSON of `images` (ids from first_id) with the categories
+    {name: coco id}; boxes of other classes are left out."""
     annotations = []
-    for image_id, image in enumerate(images, 100):
+    for image_id, image in enumerate(images, first_id):
         for (y0, x0, y1, x1), name in zip(image['boxes'], image['names']):
-            annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
-                                'category_id': coco_ids[name], 'bbox': [x0, y0, x1 - x0, y1 - y0],
-                                'iscrowd': 0, 'area': (x1 - x0) * (y1 - y0)})
+            if name in coco_ids:
+                annotations.append({'id': len(annotations) + 1, 'image_id': image_id,
+                                    'category_id': coco_ids[name],
+                                    'bbox': [x0, y0, x1 - x0, y1 - y0],
+                                    'iscrowd': 0, 'area': (x1 - x0) * (y1 - y0)})
     instances = {'images': [{'id': i, 'file_name': image['filename'], 'height': image['height'],
-                             'width': image['width']} for i, image in enumerate(images, 100)],
+                             'width': image['width']} for i, image in enumerate(images, first_id)],
                  'annotations': annotations,
                  'categories': [{'id': i, 'name': n} for n, i in coco_ids.items()]}
-    (tmp_path / 'instances.json').write_text(json.dumps(instances))
+    path.write_text(json.dumps(instances))
+    return path
+
+
+COCO_IDS = {'square': 9, 'circle': 12, 'triangle': 2}  # sparse and out of name order
+
+
+def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
+    root, images = source
+    write_coco(tmp_path / 'instances.json', images, COCO_IDS)
     out = tmp_path / 'out'
     assert convert('coco', f'--instances={tmp_path / "instances.json"}', f'--images_dir={root}',
                    f'--out={out}', '--val_fraction=0.5', '--seed=3') == 0
@@ -156,6 +168,76 @@ def test_coco_round_trip_remaps_category_ids(source, tmp_path, capsys):
     assert sorted(r['source_id'] for r in records.values()) == [str(i) for i in range(100, 106)]
     assert sorted(r['split'] for r in records.values()) == ['train'] * 3 + ['val'] * 3
     assert 'COCO category ids -> 1..3' in capsys.readouterr().out
+
+
+def copy_images(source, folder, indices):
+    root, images = source
+    folder.mkdir(parents=True)
+    for i in indices:
+        shutil.copy(root / images[i]['filename'], folder)
+    return folder
+
+
+@pytest.mark.parametrize('first_val_id', [200, 0])
+def test_coco_train_and_val_files(source, tmp_path, capsys, first_val_id):
+    """COCO's own layout: train and val JSONs and folders become train-* and val-*.
+    Triangles are only in val: the ids still come from the union, in COCO id
+    order, so triangle (COCO 2) is 1 in both splits. Val image ids from 0, as
+    exporters number each file, repeat the train ones: source_ids become 1..N."""
+    root, images = source
+    train = [dict(image, boxes=[b for b, n in zip(image['boxes'], image['names'])
+                                if n != 'triangle'],
+                  names=[n for n in image['names'] if n != 'triangle']) for image in images[:4]]
+    val = images[4:]
+    assert 'triangle' in val[0]['names'] and not any('triangle' in i['names'] for i in train)
+    write_coco(tmp_path / 'instances_train.json', train,
+               {'square': 9, 'circle': 12}, first_id=0)
+    write_coco(tmp_path / 'instances_val.json', val, COCO_IDS, first_id=first_val_id)
+    out = tmp_path / 'out'
+    assert convert('coco', f'--instances={tmp_path / "instances_train.json"}',
+                   f'--images_dir={copy_images(source, tmp_path / "train2017", range(4))}',
+                   f'--val_instances={tmp_path / "instances_val.json"}',
+                   f'--val_images_dir={copy_images(source, tmp_path / "val2017", [4, 5])}',
+                   f'--out={out}') == 0
+    printed = capsys.readouterr().out
+    records = check_round_trip((root, train + val), out, ['triangle', 'square', 'circle'])
+    assert {f: r['split'] for f, r in records.items()} == {
+        'img_0.jpg': 'train', 'img_1.jpg': 'train', 'img_2.jpg': 'train', 'img_3.jpg': 'train',
+        'img_4.png': 'val', 'img_5.jpg': 'val'}
+    assert records['img_4.png']['labels'] == [2, 1]  # square, triangle
+    assert records['img_0.jpg']['labels'] == [3, 2]  # circle, square (its triangle is not in train)
+    assert (out / 'coco_category_ids.csv').read_text() == (
+        'id,coco_id,name\n1,2,triangle\n2,9,square\n3,12,circle\n')
+    assert 'Wrote 4 train records, 2 val records (6 images, 10 boxes)' in printed
+    assert ('Note: COCO categories: the union of instances_train.json (2) and '
+            'instances_val.json (3), 3 in all, ids 1..3 in COCO id order; not in '
+            'instances_train.json: triangle.') in printed
+    source_ids = [records[f'img_{i}.{"png" if i == 4 else "jpg"}']['source_id'] for i in range(6)]
+    if first_val_id:
+        assert source_ids == ['0', '1', '2', '3', '200', '201']  # the COCO image ids
+    else:
+        assert source_ids == ['1', '2', '3', '4', '5', '6']
+        assert 'source_ids are 1..6 in file-name order, not the COCO image ids' in printed
+
+
+def test_coco_train_and_val_files_refused(source, tmp_path, capsys):
+    root, images = source
+    train = write_coco(tmp_path / 'train.json', images[:4], COCO_IDS)
+    val = write_coco(tmp_path / 'val.json', images[4:], {'circle': 9, 'square': 12}, 200)
+    common = [f'--instances={train}', f'--images_dir={root}', f'--out={tmp_path / "out"}']
+    assert convert('coco', *common, '--val_fraction=1') == 2
+    assert ('A validation set of its own is given with --val_instances (coco)'
+            in capsys.readouterr().err)
+    assert convert('coco', *common, f'--val_instances={val}', f'--val_images_dir={root}',
+                   '--val_fraction=0.2') == 2
+    assert ('--val_fraction and --val_instances both given: --val_instances gives the '
+            'validation set') in capsys.readouterr().err
+    assert convert('coco', *common, f'--val_instances={val}') == 2
+    assert '--val_instances and --val_images_dir go together' in capsys.readouterr().err
+    assert convert('coco', *common, f'--val_instances={val}', f'--val_images_dir={root}') == 2
+    assert (f"{val}: category id 9 is 'circle', but {train} calls it 'square'; the files must "
+            'share their category ids.') in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
 
 
 def test_coco_crowd_boxes_keep_their_flag(source, tmp_path, capsys):
@@ -187,20 +269,36 @@ def test_coco_crowd_boxes_keep_their_flag(source, tmp_path, capsys):
         [0, 0, 30 / image['height'], 40 / image['width']], abs=1e-6)
 
 
+def yolo_lines(image):
+    """`class cx cy w h` per box, classes from 0 in NAMES order."""
+    h, w = image['height'], image['width']
+    return ''.join(f'{NAMES.index(name)} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} '
+                   f'{(x1 - x0) / w!r} {(y1 - y0) / h!r}\n'
+                   for (y0, x0, y1, x1), name in zip(image['boxes'], image['names']))
+
+
 def write_yolo(source, folder):
     """<stem>.txt per image with boxes (none for the negative, as YOLO tools do) and obj.names."""
     root, images = source
     folder.mkdir()
     for image in images:
-        if not image['boxes']:
-            continue
-        h, w = image['height'], image['width']
-        lines = [f'{NAMES.index(name)} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} '
-                 f'{(x1 - x0) / w!r} {(y1 - y0) / h!r}'
-                 for (y0, x0, y1, x1), name in zip(image['boxes'], image['names'])]
-        stem = image['filename'].rsplit('.', 1)[0]
-        (folder / f'{stem}.txt').write_text('\n'.join(lines) + '\n')
+        if image['boxes']:
+            stem = image['filename'].rsplit('.', 1)[0]
+            (folder / f'{stem}.txt').write_text(yolo_lines(image))
     (folder / 'obj.names').write_text('\n'.join(NAMES) + '\n')
+    return folder
+
+
+def write_ultralytics(source, folder, splits):
+    """Ultralytics' layout, images/<split>/ and labels/<split>/, of {split: image indices}."""
+    root, images = source
+    for split, indices in splits.items():
+        copy_images(source, folder / 'images' / split, indices)
+        (folder / 'labels' / split).mkdir(parents=True)
+        for i in indices:
+            if images[i]['boxes']:
+                stem = images[i]['filename'].rsplit('.', 1)[0]
+                (folder / 'labels' / split / f'{stem}.txt').write_text(yolo_lines(images[i]))
     return folder
 
 
@@ -211,6 +309,83 @@ def test_yolo_round_trip(source, tmp_path):
     assert convert('yolo', f'--images_dir={root}', f'--labels_dir={labels_dir}',
                    f'--names={labels_dir / "obj.names"}', f'--out={out}') == 0
     check_round_trip(source, out, NAMES)
+
+
+def test_yolo_data_yaml_with_names_dict(source, tmp_path, capsys):
+    """data.yaml beside images/ and labels/, `path: .`, names as a dict: train-*
+    and val-* as the folders say, class k as label k+1. The same folders given
+    by flags convert to the same bytes."""
+    dataset = write_ultralytics(source, tmp_path / 'dataset', {'train': [0, 1, 2, 3],
+                                                               'val': [4, 5]})
+    (dataset / 'data.yaml').write_text('path: .\ntrain: images/train\nval: images/val\n'
+                                       'names:\n  0: circle\n  1: square\n  2: triangle\n')
+    out = tmp_path / 'out'
+    assert convert('yolo', f'--data={dataset / "data.yaml"}', f'--out={out}') == 0
+    printed = capsys.readouterr().out
+    records = check_round_trip(source, out, NAMES)
+    assert (out / 'label_map.csv').read_text() == '1,circle\n2,square\n3,triangle\n'
+    assert records['img_0.jpg']['labels'] == [1, 3, 2]  # YOLO 0, 2, 1
+    assert {f: r['split'] for f, r in records.items()} == {
+        'img_0.jpg': 'train', 'img_1.jpg': 'train', 'img_2.jpg': 'train', 'img_3.jpg': 'train',
+        'img_4.png': 'val', 'img_5.jpg': 'val'}
+    assert 'Wrote 4 train records, 2 val records (6 images, 13 boxes)' in printed
+    assert f'dataset folder {dataset}; train: 4 images; val: 2 images' in printed
+
+    (tmp_path / 'obj.names').write_text('\n'.join(NAMES) + '\n')
+    by_flags = tmp_path / 'by_flags'
+    assert convert('yolo', f'--images_dir={dataset}/images/train',
+                   f'--labels_dir={dataset}/labels/train', f'--val_images_dir={dataset}/images/val',
+                   f'--val_labels_dir={dataset}/labels/val', f'--names={tmp_path / "obj.names"}',
+                   f'--out={by_flags}') == 0
+    for path in sorted(out.glob('*.tfrecord')) + [out / 'label_map.csv']:
+        assert (by_flags / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_yolo_data_yaml_with_names_list_and_lists(source, tmp_path, capsys):
+    """The YAML elsewhere with a relative `path`, names as a list, train as two
+    folders, val as a .txt list of images, and a test folder: written to test-*."""
+    dataset = write_ultralytics(source, tmp_path / 'yolo', {
+        'train_a': [0, 1], 'train_b': [2, 3], 'val': [4], 'test': [5]})
+    (dataset / 'val.txt').write_text('./images/val/img_4.png\n')
+    (tmp_path / 'configs').mkdir()
+    (tmp_path / 'configs' / 'data.yaml').write_text(
+        'path: ../yolo\ntrain: [images/train_a, images/train_b]\nval: val.txt\n'
+        'test: images/test\nnames: [circle, square, triangle]\n')
+    out = tmp_path / 'out'
+    assert convert('yolo', f'--data={tmp_path / "configs" / "data.yaml"}', f'--out={out}') == 0
+    assert 'Wrote 4 train records, 1 val records, 1 test records' in capsys.readouterr().out
+    records = check_round_trip(source, out, NAMES)
+    assert [records[f'img_{i}.jpg']['split'] for i in (0, 1, 2, 3, 5)] == ['train'] * 4 + ['test']
+    assert records['img_4.png']['split'] == 'val'
+
+
+def test_yolo_data_yaml_errors_name_the_file(source, tmp_path, capsys):
+    dataset = write_ultralytics(source, tmp_path / 'dataset', {'train': [0, 1], 'val': [4]})
+    yaml_path = dataset / 'data.yaml'
+
+    def refused(text, *flags):
+        yaml_path.write_text(text)
+        assert convert('yolo', f'--data={yaml_path}', f'--out={tmp_path / "out"}', *flags) == 2
+        return capsys.readouterr().err
+
+    assert f'{yaml_path}: no val. A data.yaml needs train and val' in refused(
+        'train: images/train\nnames: [circle]\n')
+    assert (f'{yaml_path}: val: images/valid is {dataset}/images/valid, which does not exist; '
+            f'fix `val` or `path` (the dataset folder, from the folder of the YAML file: '
+            f'{dataset})') in refused(
+        'train: images/train\nval: images/valid\nnames: [circle, square, triangle]\n')
+    assert f'{yaml_path}: `names` has 2 classes but not index 1; give every index 0..1 a name' \
+        in refused('path: .\ntrain: images/train\nval: images/val\n'
+                   'names: {0: circle, 2: triangle}\n')
+    (dataset / 'labels' / 'train' / 'img_0.txt').write_text(
+        '0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.1 0.1\n')
+    assert (f'{yaml_path}: `names` covers classes 0..2, but labels/train/img_0.txt line 2 uses '
+            'class index 5 (1 box(es) use classes past the names); add the missing names to '
+            '`names` or fix the labels.') in refused(
+        'train: images/train\nval: images/val\nnames: [circle, square, triangle]\n')
+    assert '--val_fraction and --data both given' in refused(
+        'train: images/train\nval: images/val\nnames: [circle]\n', '--val_fraction=0.1')
+    assert not (tmp_path / 'out').exists()
 
 
 def test_from_and_to_gs(source, gcs, tmp_path, capsys):

@@ -8,6 +8,8 @@ from typing import Tuple
 
 from object_detection_algo import errors
 
+VAL_FRACTION = 0.2  # when the input has no validation set of its own
+
 
 def add_parsers(sub) -> None:
     val = sub.add_parser(
@@ -39,10 +41,21 @@ def add_parsers(sub) -> None:
     coco = fmt.add_parser('coco', help='COCO instances JSON and its image folder')
     coco.add_argument('--instances', required=True, help='instances_*.json')
     coco.add_argument('--images_dir', required=True)
-    yolo = fmt.add_parser('yolo', help='YOLO txt files and a class names file')
-    yolo.add_argument('--images_dir', required=True)
+    coco.add_argument('--val_instances',
+                      help='instances JSON of the validation set: its images become val-*, '
+                           'those of --instances train-*')
+    coco.add_argument('--val_images_dir', help='image folder of --val_instances')
+    yolo = fmt.add_parser('yolo', help='YOLO txt files and a class names file, or a data.yaml')
+    yolo.add_argument('--data', help="Ultralytics' data.yaml (path, train, val, names): "
+                                     'instead of the folder and names flags')
+    yolo.add_argument('--images_dir')
     yolo.add_argument('--labels_dir', help='folder of the .txt files (default: images_dir)')
-    yolo.add_argument('--names', required=True, help='class names, one per line (class 0 first)')
+    yolo.add_argument('--names', help='class names, one per line (class 0 first)')
+    yolo.add_argument('--val_images_dir',
+                      help='images of the validation set: they become val-*, those of '
+                           '--images_dir train-*')
+    yolo.add_argument('--val_labels_dir', help='folder of their .txt files (default: '
+                                               'val_images_dir)')
     table = fmt.add_parser('csv', help='CSV, one box per row')
     table.add_argument('--csv', required=True)
     table.add_argument('--images_dir', required=True)
@@ -56,8 +69,10 @@ def add_parsers(sub) -> None:
             parser.add_argument('--class_names',
                                 help='class names, one per line, in label order (default: the '
                                      'names found, sorted); other names are reported and dropped')
-        parser.add_argument('--val_fraction', type=float, default=0.2,
-                            help='share of images for validation (ignored with split lists)')
+        parser.add_argument('--val_fraction', type=float, default=None,
+                            help=f'share of images for validation (default {VAL_FRACTION}; '
+                                 'ignored with split lists; not with a validation set of its '
+                                 'own)')
         parser.add_argument('--seed', type=int, default=0, help='seed of the train/val split')
         parser.add_argument('--num_shards', type=int, default=2, help='files per split')
         parser.add_argument('--keep_invalid_boxes', action='store_true',
@@ -109,20 +124,74 @@ def _validate(args) -> int:
     return errors.EXIT_OK if report.ok else errors.EXIT_PROBLEMS_FOUND
 
 
+def _separate_val_flag(args) -> str:
+    """The flag that gives the validation set apart, if one was given ('' if not)."""
+    for flag in ('data', 'val_instances', 'val_images_dir', 'val_labels_dir'):
+        if getattr(args, flag, None):
+            return flag
+    return ''
+
+
+def _checked_val_fraction(args) -> float:
+    """The share of images to split off for validation, once the flag combinations
+    argparse cannot check are found right (else a UsageError naming the flags)."""
+    separate = _separate_val_flag(args)
+    if separate and args.val_fraction is not None:
+        raise errors.UsageError(
+            f'--val_fraction and --{separate} both given: --{separate} gives the validation '
+            'set, so nothing is left to split; drop --val_fraction.')
+    fraction = VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    if not 0 <= fraction < 1 or args.num_shards < 1:
+        raise errors.UsageError(
+            '--val_fraction must be in [0, 1) and --num_shards >= 1. A validation set of its '
+            'own is given with --val_instances (coco), --val_images_dir or --data (yolo).')
+    if args.source_format == 'coco' and bool(args.val_instances) != bool(args.val_images_dir):
+        raise errors.UsageError('--val_instances and --val_images_dir go together: the '
+                                'validation instances JSON and its image folder.')
+    if args.source_format == 'yolo':
+        _check_yolo_inputs(args)
+    return fraction
+
+
+def _check_yolo_inputs(args) -> None:
+    given = [f for f in ('images_dir', 'labels_dir', 'names', 'val_images_dir',
+                         'val_labels_dir') if getattr(args, f)]
+    if args.data and given:
+        raise errors.UsageError(f'--data and --{given[0]}: data.yaml names the folders and '
+                                'the classes; give either --data or the folder flags.')
+    if not args.data and not (args.images_dir and args.names):
+        raise errors.UsageError('convert yolo needs --data=data.yaml, or --images_dir and '
+                                '--names.')
+    if args.val_labels_dir and not args.val_images_dir:
+        raise errors.UsageError('--val_labels_dir needs --val_images_dir.')
+
+
+def _yolo_entries(args, summary):
+    from object_detection_algo.data import dataset_writer as dw
+    from object_detection_algo.data.converters import from_yolo
+    if args.data:
+        return (*from_yolo.data_yaml_entries(args.data, summary), None)
+    names = dw.read_names(args.names)
+    found = from_yolo.entries(args.images_dir, names, summary, args.labels_dir,
+                              'train' if args.val_images_dir else None)
+    if args.val_images_dir:
+        found += from_yolo.entries(args.val_images_dir, names, summary, args.val_labels_dir,
+                                   'val')
+    return found, names, None
+
+
 def _entries(args, summary, names):
     """(entries, class names found, COCO's id map or None) of the source format."""
-    from object_detection_algo.data import dataset_writer as dw
     if args.source_format == 'voc':
         from object_detection_algo.data.converters import from_voc
         return (*from_voc.entries(args.annotations_dir, args.images_dir, summary,
                                   args.train_list, args.val_list), None)
     if args.source_format == 'coco':
         from object_detection_algo.data.converters import from_coco
-        return from_coco.entries(args.instances, args.images_dir, summary)
+        return from_coco.entries(args.instances, args.images_dir, summary,
+                                 args.val_instances, args.val_images_dir)
     if args.source_format == 'yolo':
-        from object_detection_algo.data.converters import from_yolo
-        return (from_yolo.entries(args.images_dir, args.names, summary, args.labels_dir),
-                dw.read_names(args.names), None)
+        return _yolo_entries(args, summary)
     from object_detection_algo.data.converters import from_csv
     columns = from_csv.parse_columns(args.columns)
     return (*from_csv.entries(args.csv, args.images_dir, summary, columns, args.normalized,
@@ -135,15 +204,16 @@ def _convert(args) -> int:
     from object_detection_algo.data import dataset_writer as dw
     start = time.time()
     summary = dw.Summary()
-    if not 0 <= args.val_fraction < 1 or args.num_shards < 1:
-        return errors.report(errors.UsageError(
-            '--val_fraction must be in [0, 1) and --num_shards >= 1.'))
+    try:
+        val_fraction = _checked_val_fraction(args)
+    except errors.UsageError as e:
+        return errors.report(e)
     try:
         names = dw.read_names(args.class_names) if getattr(args, 'class_names', None) else None
         entries, found, coco_ids = _entries(args, summary, names)
     except errors.JobError as e:
         return errors.report(e, errors.EXIT_USAGE)
-    dw.write(entries, names or found, args.out, args.val_fraction, args.seed,
+    dw.write(entries, names or found, args.out, val_fraction, args.seed,
              args.num_shards, args.keep_invalid_boxes, summary)
     if coco_ids is not None:
         from object_detection_algo.data.converters import from_coco

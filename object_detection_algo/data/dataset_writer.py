@@ -92,7 +92,7 @@ class ImageEntry:
     boxes: List[Box]
     normalized: bool  # box coordinates in [0, 1] rather than pixels
     source_id: Optional[str] = None  # numeric ids are best (the COCO evaluator needs numbers)
-    split: Optional[str] = None  # 'train' / 'val' when the input fixes it
+    split: Optional[str] = None  # 'train' / 'val' (or 'test') when the input fixes it
 
 
 @dataclasses.dataclass
@@ -106,6 +106,7 @@ class Summary:
     kept_invalid_boxes: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     files: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
     label_map: str = ''
+    notes: List[str] = dataclasses.field(default_factory=list)  # how the input was read
 
     def drop_record(self, reason: str, where: str) -> None:
         self.dropped_records.append((reason, where))
@@ -121,7 +122,7 @@ class Summary:
                 'records_dropped': counted(self.dropped_records),
                 'boxes_dropped': counted(self.dropped_boxes),
                 'invalid_boxes_kept': counted(self.kept_invalid_boxes),
-                'files': self.files, 'label_map': self.label_map}
+                'files': self.files, 'label_map': self.label_map, 'notes': self.notes}
 
     def text(self, examples: int = 3) -> str:
         lines = ['Wrote ' + ', '.join(f'{n} {split} records' for split, n in self.written.items())
@@ -140,6 +141,7 @@ class Summary:
                 more = f'; ... {len(wheres) - examples} more' if len(wheres) > examples else ''
                 lines.append(f'  {len(wheres)} {reason}: {shown}{more}')
         lines.append(f'Label map: {self.label_map}')
+        lines.extend(f'Note: {note}' for note in self.notes)
         return '\n'.join(lines)
 
 
@@ -170,13 +172,17 @@ def split_entries(entries: List[ImageEntry], val_fraction: float, seed: int
                   ) -> Dict[str, List[ImageEntry]]:
     """Entries with a fixed split keep it; the others are shuffled with `seed`
     (in a stable order: by file name) and the first val_fraction of them go
-    to validation."""
-    fixed = {'train': [e for e in entries if e.split == 'train'],
-             'val': [e for e in entries if e.split == 'val']}
+    to validation. Always 'train' and 'val', then any other fixed split ('test')."""
+    fixed = {'train': [], 'val': []}
+    for entry in entries:
+        if entry.split is not None:
+            fixed.setdefault(entry.split, []).append(entry)
     free = sorted((e for e in entries if e.split is None), key=lambda e: e.filename)
     random.Random(seed).shuffle(free)
     num_val = int(round(len(free) * val_fraction))
-    return {'train': fixed['train'] + free[num_val:], 'val': fixed['val'] + free[:num_val]}
+    fixed['train'] += free[num_val:]
+    fixed['val'] += free[:num_val]
+    return fixed
 
 
 def _image_info(data: bytes) -> Tuple[int, int, str]:
@@ -223,7 +229,8 @@ def _box_problem(box: Box, height: int, width: int, normalized: bool) -> Tuple[s
 def write(entries: Iterable[ImageEntry], class_names: Sequence[str], out_dir: str,
           val_fraction: float = 0.2, seed: int = 0, num_shards: int = 2,
           keep_invalid_boxes: bool = False, summary: Optional[Summary] = None) -> Summary:
-    """Writes <out_dir>/{train,val}-NNNNN-of-NNNNN.tfrecord and label_map.csv.
+    """Writes <out_dir>/{train,val}-NNNNN-of-NNNNN.tfrecord (and test-* when entries
+    are fixed to 'test') and label_map.csv.
 
     Records get source_id 1..N in file-name order unless the entry has one.
     Missing or unreadable images drop the record; boxes outside the image or

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 ERROR, WARNING, INFO = 'error', 'warning', 'info'
 
-# Every rule: code -> (severity, what it means). The README table comes from here.
+# Every rule: code -> (severity, what it means). The table in docs/data.md comes from here.
 RULES = {
     'unreadable_file': (ERROR, 'the TFRecord file cannot be read to the end (corrupt or truncated)'),
     'not_an_example': (ERROR, 'a record that is not a serialized tf.train.Example'),

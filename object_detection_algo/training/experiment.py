@@ -5,7 +5,7 @@ flag table names in its `config` column.
 """
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 from official.core import config_definitions as cfg
@@ -48,12 +48,16 @@ def optimizer_config(s: Settings) -> Dict[str, Any]:
 
 def build(s: Settings, train_files: List[str], eval_files: List[str],
           validation_steps: int, num_replicas: int = 1,
-          data_dtype: str = 'float32', drop_eval_remainder: bool = False) -> cfg.ExperimentConfig:
+          data_dtype: str = 'float32', drop_eval_remainder: bool = False,
+          init_checkpoint: Optional[str] = None,
+          init_checkpoint_modules: Optional[str] = None) -> cfg.ExperimentConfig:
+    """The config; its initial weights are those init_weights.choose checked (the
+    preset's own ImageNet path is never used unchecked)."""
     height, width = s.input_size
     params = exp_factory.get_exp_config('retinanet_resnetfpn_coco')
     task = params.task
-    # The preset points at ImageNet weights in a Google bucket; we train from scratch.
-    task.init_checkpoint = None
+    task.init_checkpoint = init_checkpoint
+    task.init_checkpoint_modules = init_checkpoint_modules or 'backbone'
     task.annotation_file = None  # ground truth for COCO eval comes from the records
     params.runtime.mixed_precision_dtype = 'bfloat16' if data_dtype == 'bfloat16' else 'float32'
 
@@ -132,7 +136,7 @@ def validation_steps(settings: Settings, num_records: int, batch: int) -> int:
 
 
 def for_job(settings: Settings, files: Dict[str, List[str]], num_eval: int,
-            num_replicas: int, on_tpu: bool) -> cfg.ExperimentConfig:
+            num_replicas: int, on_tpu: bool, weights=None) -> cfg.ExperimentConfig:
     """The config of a training job on these files and devices."""
     if settings.train_batch_size % num_replicas:
         raise UsageError(
@@ -142,4 +146,6 @@ def for_job(settings: Settings, files: Dict[str, List[str]], num_eval: int,
     return build(settings, files['training_data_path'], files['validation_data_path'],
                  validation_steps=validation_steps(settings, num_eval, batch),
                  num_replicas=num_replicas, data_dtype='bfloat16' if on_tpu else 'float32',
-                 drop_eval_remainder=on_tpu)
+                 drop_eval_remainder=on_tpu,
+                 init_checkpoint=weights.checkpoint if weights else None,
+                 init_checkpoint_modules=weights.modules if weights else None)

@@ -150,7 +150,7 @@ FLAGS_TABLE: List[Flag] = [
          config=('trainer.optimizer_config.optimizer',)),
     Flag('weight_decay', 'float', 0.0001, '>= 0', 'L2 weight decay.',
          check=_ge(0), config=('task.losses.l2_weight_decay',)),
-    # Our extensions: documented in the README, not part of the original.
+    # Our extensions: documented in docs/flags.md, not part of the original.
     Flag('log_every_steps', 'int', 50, '>= 1',
          'Steps between progress lines and TensorBoard points (also the '
          'length of one on-device training loop).', check=_ge(1),
@@ -181,6 +181,19 @@ FLAGS_TABLE: List[Flag] = [
          'is ignored); the log and preflight_report.json count and list the skipped '
          'records. An unreadable file, duplicate source_ids and 0-based labels concern a '
          'whole file or set and still stop the job.', extension=True),
+    Flag('init_checkpoint', 'str', 'auto', 'auto, none, or a checkpoint prefix or folder, '
+         'local or gs://',
+         'Weights a new job starts from. auto: the ImageNet ResNet-50 of Model Garden for '
+         '--resnet_depth=50 (the image\'s copy, else gs://cloud-tpu-checkpoints), from scratch '
+         'for other depths or when no copy answers; none: from scratch; a path: a Model Garden '
+         'ResNet classifier checkpoint or an earlier job\'s R/checkpoints[/trial_T] (its newest '
+         'checkpoint). Checked against the model before training; a restart resumes from the '
+         'job\'s own checkpoint and loads nothing.', check=bool, extension=True),
+    Flag('init_checkpoint_modules', 'str', None, 'backbone; backbone,decoder; all '
+         '(default: fits the checkpoint)',
+         'Parts of --init_checkpoint to load. Default: backbone from a classifier, all from an '
+         'earlier job with the same --num_classes, backbone,decoder from one with other '
+         'classes (all is refused then).', extension=True),
     Flag('allow_data_change', 'bool', False, 'true, false',
          'Let a restarted job go on although its data files differ from its first start '
          '(added, removed, or another size or modification time); otherwise it stops. '
@@ -325,6 +338,7 @@ def _check_together(v: Dict[str, Any]) -> None:
             f'--warmup_steps={v["warmup_steps"]} is not below '
             f'--max_steps={v["max_steps"]}. Allowed: 0 <= warmup_steps < '
             f'max_steps; pass a smaller --warmup_steps.')
+    _init_checkpoint(v)
     if v['learning_rate_decay_type'] == 'step':
         v['learning_rate_decay_type'] = 'stepwise'
 
@@ -366,9 +380,30 @@ def _show_default(flag: Flag) -> str:
 
 
 def markdown_table() -> str:
-    """The README's flag table, generated from FLAGS_TABLE."""
+    """The flag table of docs/flags.md, generated from FLAGS_TABLE."""
     rows = ['| Flag | Type | Default | Valid | Meaning |', '|---|---|---|---|---|']
     for f in FLAGS_TABLE:
         name = f'`{f.name}`' + (' (ours)' if f.extension else '')
         rows.append(f'| {name} | {f.kind} | {_show_default(f)} | {f.valid} | {f.help} |')
     return '\n'.join(rows) + '\n'
+
+
+_MODULE_SETS = {('backbone',): 'backbone', ('backbone', 'decoder'): 'backbone,decoder',
+                ('all',): 'all'}
+
+
+def _init_checkpoint(v: Dict[str, Any]) -> None:
+    """auto/none in any case; the modules in one spelling ('decoder,backbone' too)."""
+    path = v['init_checkpoint'].strip()
+    v['init_checkpoint'] = path.lower() if path.lower() in ('auto', 'none') else path
+    modules = v['init_checkpoint_modules']
+    if not modules:
+        v['init_checkpoint_modules'] = None  # fits the checkpoint
+        return
+    names = tuple(sorted(set(filter(None, modules.replace(' ', '').lower().split(',')))))
+    if names not in _MODULE_SETS:
+        raise _fail(FLAGS_BY_NAME['init_checkpoint_modules'], modules)
+    if v['init_checkpoint'] == 'none':
+        raise UsageError(f'--init_checkpoint_modules={modules} needs weights to load: '
+                         '--init_checkpoint is none. Drop one of the two.')
+    v['init_checkpoint_modules'] = _MODULE_SETS[names]

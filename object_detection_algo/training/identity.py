@@ -92,6 +92,8 @@ class Identity:
     # Data flags whose files the user was told to fix (the job stopped on their bad
     # records mid-job): the next start accepts their change without --allow_data_change.
     fix_expected: List[str] = dataclasses.field(default_factory=list)
+    # What the first start loaded (init_weights.InitialWeights.as_json()); a restart loads nothing.
+    initial_weights: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
         """What metrics.json records: the shape, the data version, files and bytes per set."""
@@ -145,6 +147,7 @@ def check_data(previous: Optional[Identity], settings: Settings,
     changes = {flag: c for flag, c in changes.items() if c}
     lines = [f'--{flag}={getattr(settings, flag)}: {c.text()}' for flag, c in changes.items()]
     current.data_version = previous.data_version
+    current.initial_weights = previous.initial_weights
     if not changes:
         current.fix_expected = previous.fix_expected  # not fixed yet: still expected
         return current

@@ -23,7 +23,7 @@ from object_detection_algo.adapters.hypertune_file import HyperTuneFile
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.data import record_checks
 from object_detection_algo.training import (best_model, data_check, devices, experiment,
-                                            identity, reporting, storage_check)
+                                            identity, init_weights, reporting, storage_check)
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
@@ -156,6 +156,7 @@ class Job:
             self.best.replace(self.params, self.controller.checkpoint_manager.latest_checkpoint, {
                 'step': step, 'metrics': metrics, 'flags': self.settings.as_flags(),
                 'data_version': self.identity.data_version,
+                'initial_weights': self.identity.initial_weights,
                 'identity': self.identity.summary()})
         self.evaluations['evaluations'].append(
             {'step': step, 'metrics': metrics, 'exported': exported,
@@ -218,14 +219,22 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
     choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
     logging.info('Devices: %s (%s).', choice.kind.upper(), choice.reason)
     strategy = devices.make_strategy(choice)
+    resuming = tf.train.latest_checkpoint(dirs.checkpoints) is not None
+    if resuming:
+        weights = None  # the job's own checkpoint is restored; nothing else is loaded
+        init_weights.note_restart(settings)
+    else:
+        weights = init_weights.choose(settings)  # checked before the data is read
     files = data_check.match(settings)
     this_start = identity.check_data(previous, settings, files, where)
+    if weights:
+        this_start.initial_weights = weights.as_json()
     data = data_check.plan(settings, files, dirs.checkpoints)
     identity.write(dirs.checkpoints, this_start)
     remove_unfinished_saves(dirs.checkpoints)  # only once the job goes on
     on_tpu = choice.kind == 'tpu'
     params = experiment.for_job(settings, data.files, data.num_eval,
-                                strategy.num_replicas_in_sync, on_tpu)
+                                strategy.num_replicas_in_sync, on_tpu, weights)
     if on_tpu:
         tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')
     tuning = HyperTuneFile(dirs.metrics_file, dirs.trial or '0')

@@ -57,6 +57,8 @@ class Settings:
     head_num_convs: int
     preflight_max_records: int
     skip_bad_records: bool
+    init_checkpoint: str
+    init_checkpoint_modules: Optional[str]
     allow_data_change: bool
 
     @classmethod
