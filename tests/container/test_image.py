@@ -11,7 +11,9 @@ no network):
   period and exits 143; the same command started again resumes from it and finishes, with
   checkpoints, `model/` and the hypertune file in the mounted folder, all owned by uid 1000;
 - the predict and evaluate commands the README gives for the container work on that model;
-- a code change rebuilds without reinstalling the packages.
+- a code change rebuilds without reinstalling the packages;
+- `--init_checkpoint=auto` finds the ImageNet ResNet-50 the build put into the image (a
+  stand-in made by tests/imagenet_stand_in.py, put where cloudbuild.yaml puts the real one).
 
 Not part of the default run (pytest.ini deselects the `container` marker). Run alone, as
 root, after `.ci/container` or `apt-get install podman runc mmdebstrap`:
@@ -46,6 +48,9 @@ JOB_ARGS = ['--training_data_path=/work/data/train-*', '--validation_data_path=/
             # An untrained model scores ~0.01: keep its boxes so predict has some to return.
             '--max_num_bboxes_in_prediction=20', '--nms_score_threshold=0']
 METRICS_FILE = '/work/hypertune/output.metrics'
+# Where cloudbuild.yaml puts the published checkpoint, in the build context and the image.
+PRETRAINED = 'pretrained/resnet50_imagenet'
+IMAGE_PRETRAINED = f'/opt/object_detection/{PRETRAINED}/ckpt-28080'
 GRACE_SECONDS = 30  # about what a preempted VM gets between SIGTERM and its end
 
 
@@ -96,6 +101,7 @@ def work():
     if sys.version_info[:2] != (3, 11):
         pytest.fail('the wheelhouse is made with this Python and installed into the base\'s '
                     f'Python 3.11; this is {sys.version.split()[0]}', pytrace=False)
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # this process's TensorFlow: quiet
     kept = os.environ.get('CONTAINER_TEST_WORK')
     path = kept or tempfile.mkdtemp(prefix='container-test-')
     os.makedirs(path, exist_ok=True)
@@ -116,7 +122,18 @@ def context(work):
         if os.path.isfile(os.path.join(ROOT, name)):  # deleted but not yet committed: skip
             os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
             shutil.copy2(os.path.join(ROOT, name), os.path.join(path, name))
+    timed('ImageNet ResNet-50 stand-in into the context', add_imagenet_stand_in, work, path)
     return path
+
+
+def add_imagenet_stand_in(work, context):
+    """A checkpoint with the published ResNet-50's layout, under the published name."""
+    import imagenet_stand_in
+    made = os.path.join(work, 'imagenet', 'published')
+    if not os.path.exists(os.path.join(made, 'ckpt-28080.index')):
+        prefix = imagenet_stand_in.train(os.path.join(work, 'imagenet', 'train'), 50)
+        imagenet_stand_in.as_published(prefix, made)
+    shutil.copytree(made, os.path.join(context, PRETRAINED))
 
 
 def make_base(work):
@@ -169,7 +186,6 @@ def mount(work):
     """The folder mounted at /work: the synthetic dataset and an image, written here by
     root; the job, as uid 1000, writes beside them."""
     sys.path.insert(0, ROOT)
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # this process's TensorFlow: quiet
     import numpy as np
     from object_detection_algo.data import synthetic
     path = os.path.join(work, 'mount')
@@ -323,3 +339,19 @@ def test_a_code_change_reuses_the_packages_layer(image, work):
     assert 'Using cache' in pip_step, pip_step[-2000:]
     copy_step = [s for s in log.split('STEP ') if 'COPY object_detection_algo/' in s][0]
     assert 'Using cache' not in copy_step, 'the code change was not seen:\n' + copy_step
+
+
+def test_init_checkpoint_auto_finds_the_imagenet_weights_in_the_image(image, mount, work):
+    """With the network off, as for a job without public network access."""
+    args = [a for a in JOB_ARGS if not a.startswith(('--resnet_depth', '--job-dir',
+                                                     '--max_steps', '--train_steps_per_eval'))]
+    _, log = timed('ResNet-50 job from the image\'s ImageNet weights', podman, 'run', '--rm',
+                   '--network=none', f'--volume={mount}:/work', IMAGE, *args,
+                   '--resnet_depth=50', '--init_checkpoint=auto', '--job-dir=/work/resnet50',
+                   '--max_steps=1', '--train_steps_per_eval=1',
+                   log=os.path.join(work, 'resnet50_job.log'), timeout=900)
+    assert f'Initial weights: ImageNet ResNet-50 (backbone) from {IMAGE_PRETRAINED}.' in log, \
+        log[-4000:]
+    assert f'Finished loading pretrained checkpoint from {IMAGE_PRETRAINED}' in log
+    with open(os.path.join(mount, 'resnet50', 'model', 'metrics.json')) as f:
+        assert json.load(f)['initial_weights']['source'] == 'imagenet'
