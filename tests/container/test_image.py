@@ -141,7 +141,8 @@ def make_base(work):
     Python as externally managed; TensorFlow's base (pip-installed Python) does not."""
     tar = os.path.join(work, 'base.tar')
     if not os.path.exists(tar):
-        run(['mmdebstrap', '--variant=minbase', '--include=python3,python3-pip,ca-certificates',
+        run(['mmdebstrap', '--variant=minbase', '--format=tar',
+             '--include=python3,python3-pip,ca-certificates',
              '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
              'bookworm', tar + '.part'], 'mmdebstrap')
         os.rename(tar + '.part', tar)
