@@ -11,8 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=1
 
 WORKDIR /opt/object_detection
+# hypertune's default file is /tmp/hypertune/output.metrics: writable, as /tmp is, by the
+# image's user and by whatever uid `docker run -u` gives.
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
-    && mkdir -p /tmp/hypertune && chown trainer /tmp/hypertune
+    && install -d -m 1777 /tmp/hypertune
 
 # Layers from the least to the most often changed: a code change reuses the packages' layer.
 COPY requirements.txt constraints.txt ./

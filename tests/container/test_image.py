@@ -3,17 +3,18 @@
 The project's Dockerfile is built with podman on a stand-in base (Debian bookworm's Python
 3.11 made with mmdebstrap: TensorFlow's own base cannot be pulled without a registry), with
 the packages from a wheelhouse made here and no network in the build. Then, against that
-image, as its default user and with `--network=none` throughout (a job on local data needs
-no network):
+image, as its default user unless said otherwise and with `--network=none` throughout (a
+job on local data needs no network):
 
 - a job is stopped during training with `podman stop` (SIGTERM to the entrypoint as PID 1,
   as AI Platform and Vertex AI stop a preempted job): it saves a checkpoint within the grace
   period and exits 143; the same command started again resumes from it and finishes, with
   checkpoints, `model/` and the hypertune file in the mounted folder, all owned by uid 1000;
-- the predict and evaluate commands the README gives for the container work on that model;
+- the predict and evaluate commands docs/container.md gives work on that model;
 - a code change rebuilds without reinstalling the packages;
 - `--init_checkpoint=auto` finds the ImageNet ResNet-50 the build put into the image (a
-  stand-in made by tests/imagenet_stand_in.py, put where cloudbuild.yaml puts the real one).
+  stand-in made by tests/imagenet_stand_in.py, put where cloudbuild.yaml puts the real one),
+  in a job started with another uid (`-u`, as docs/container.md starts workstation jobs).
 
 Not part of the default run (pytest.ini deselects the `container` marker). Run alone, as
 root, after `.ci/container` or `apt-get install podman runc mmdebstrap`:
@@ -302,7 +303,7 @@ def test_exported_model_has_the_documented_signature(finished_job, mount):
 
 
 def in_container(mount, *args, what):
-    """A command as the README gives it for the container: python3 -m ... in the image."""
+    """A command as docs/container.md gives it: python3 -m ... in the image."""
     return timed(what, podman, 'run', '--rm', '--network=none', f'--volume={mount}:/work',
                  '--entrypoint=python3', IMAGE, '-m', 'object_detection_algo', *args,
                  timeout=600)[1]
@@ -343,16 +344,21 @@ def test_a_code_change_reuses_the_packages_layer(image, work):
 
 
 def test_init_checkpoint_auto_finds_the_imagenet_weights_in_the_image(image, mount, work):
-    """With the network off, as for a job without public network access."""
+    """With the network off, as for a job without public network access; started as
+    docs/container.md starts a workstation job, with the caller's own uid (-u), and with
+    the default hypertune file (/tmp/hypertune in the image)."""
+    os.makedirs(os.path.join(mount, 'resnet50'))
+    os.chown(os.path.join(mount, 'resnet50'), 4321, 4321)
     args = [a for a in JOB_ARGS if not a.startswith(('--resnet_depth', '--job-dir',
                                                      '--max_steps', '--train_steps_per_eval'))]
     _, log = timed('ResNet-50 job from the image\'s ImageNet weights', podman, 'run', '--rm',
-                   '--network=none', f'--volume={mount}:/work', IMAGE, *args,
-                   '--resnet_depth=50', '--init_checkpoint=auto', '--job-dir=/work/resnet50',
-                   '--max_steps=1', '--train_steps_per_eval=1',
+                   '--network=none', '--user=4321:4321', f'--volume={mount}:/work', IMAGE,
+                   *args, '--resnet_depth=50', '--init_checkpoint=auto',
+                   '--job-dir=/work/resnet50', '--max_steps=1', '--train_steps_per_eval=1',
                    log=os.path.join(work, 'resnet50_job.log'), timeout=900)
     assert f'Initial weights: ImageNet ResNet-50 (backbone) from {IMAGE_PRETRAINED}.' in log, \
         log[-4000:]
     assert f'Finished loading pretrained checkpoint from {IMAGE_PRETRAINED}' in log
     with open(os.path.join(mount, 'resnet50', 'model', 'metrics.json')) as f:
         assert json.load(f)['initial_weights']['source'] == 'imagenet'
+    assert os.stat(os.path.join(mount, 'resnet50', 'model', 'saved_model.pb')).st_uid == 4321
