@@ -4,8 +4,7 @@ FROM tensorflow/tensorflow:2.20.0-gpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TF_USE_LEGACY_KERAS=1 \
-    TF_CPP_MIN_LOG_LEVEL=1
+    TF_USE_LEGACY_KERAS=1
 
 WORKDIR /opt/object_detection
 COPY requirements.txt constraints.txt ./

@@ -51,6 +51,28 @@ def test_metrics_json_beside_the_model(main_job):
     assert all(0.0 <= v <= 1.0 or v == -1.0 for v in best['metrics'].values())
 
 
+def test_model_card_beside_the_best_model(main_job):
+    """metrics.json: per class AP and the F1-best threshold, names, data, weights."""
+    with open(main_job['out'] / 'model' / 'metrics.json') as f:
+        card = json.load(f)
+    assert card['label_map'] == {'1': 'circle', '2': 'square', '3': 'triangle'}
+    assert [row['name'] for row in card['per_class']] == ['circle', 'square', 'triangle']
+    for row in card['per_class']:
+        assert set(row) == {'id', 'name', 'AP', 'AP50', 'AP75', 'f1', 'score_threshold',
+                            'precision', 'recall'}
+        assert 0 <= row['AP'] <= row['AP50'] <= 1 and 0 <= row['score_threshold'] <= 1
+    assert card['data']['training_data_path']['records'] == 32
+    assert card['data']['validation_data_path']['records_evaluated'] == 8
+    assert card['initial_weights']['source'] == 'none'
+    assert card['flags']['num_classes'] == 3 and card['seconds_since_start'] > 0
+    with open(main_job['out'] / 'checkpoints' / 'evaluations.json') as f:
+        evaluation = json.load(f)['evaluations'][-1]
+    assert set(evaluation['per_class']) == {'1', '2', '3'}
+    # The job ends with a per-class table of its best model.
+    table = [line for line in main_job['log'].splitlines() if 'Best model, per class:' in line]
+    assert len(table) == 4 and 'triangle' in table[-1]
+
+
 def test_exported_signature_serves_mixed_sizes(main_job):
     model = tf.saved_model.load(str(main_job['out'] / 'model'))
     serve = model.signatures['serving_default']
@@ -81,6 +103,8 @@ def test_tensorboard_summaries(main_job):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {'total_loss', 'cls_loss', 'box_loss', 'learning_rate', 'AP', 'AP50', 'ARmax100'} <= tags
+    assert {'AP ByCategory/3', 'AP50 ByCategory/1', 'F1 ScoreThreshold ByCategory/2'} <= tags
+    assert any(tag.startswith('image/validation_outputs/') for tag in tags)  # drawn detections
 
 
 def test_progress_and_evaluation_lines(main_job):
@@ -192,7 +216,7 @@ def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
     assert code == 0, log[-3000:]
     assert f'Resuming from the checkpoint at step {killed_at}' in log
     assert 'eval at step 4/8' not in log  # already done by the first run
-    assert f'training until step 8' in log
+    assert 'step 8/8 | loss' in log
     assert [line['global_step'] for line in hypertune_lines(metrics)] == ['4', '8']
     with open(out / 'checkpoints' / 'evaluations.json') as f:
         assert [e['step'] for e in json.load(f)['evaluations']] == [4, 8]

@@ -81,6 +81,8 @@ def build(s: Settings, train_files: List[str], eval_files: List[str],
     # COCO AP is defined at 100 detections per image; Model Garden's evaluator
     # reports AP as -1 if this differs, whatever the model returns.
     task.max_num_eval_detections = 100
+    task.per_category_metrics = True  # AP per class, and our F1-best score thresholds
+    task.allow_image_summary = True  # the last evaluation batch, drawn, to TensorBoard
 
     task.losses.focal_loss_alpha = s.focal_loss_alpha
     task.losses.focal_loss_gamma = s.focal_loss_gamma
