@@ -16,6 +16,7 @@ import orbit
 import tensorflow as tf
 from absl import logging
 from official.core import train_lib, train_utils
+from official.modeling import performance
 from official.vision.utils import summary_manager
 
 from object_detection_algo import errors, io_utils, logs
@@ -25,8 +26,8 @@ from object_detection_algo.adapters.hypertune_file import HyperTuneFile
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.data import record_checks
 from object_detection_algo.training import (best_model, data_check, devices, experiment,
-                                            identity, init_weights, model_card, reporting,
-                                            storage_check)
+                                            identity, init_weights, model_card, precision,
+                                            reporting, storage_check)
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
@@ -234,7 +235,10 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
     previous = identity.read(dirs.checkpoints)
     identity.check_shape(previous, settings, where)  # before anything is built
     choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
-    logging.info('Devices: %s (%s).', choice.kind.upper(), choice.reason)
+    computing = precision.choose(settings.precision, choice.kind,
+                                 precision.gpu_capabilities(), precision.cpu_flags())
+    logging.info('Devices: %s (%s); precision %s (%s).', choice.kind.upper(), choice.reason,
+                 computing.dtype, computing.reason)
     strategy = devices.make_strategy(choice)
     resuming = tf.train.latest_checkpoint(dirs.checkpoints) is not None
     if resuming:
@@ -252,11 +256,10 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
                   'data': model_card.data_used(settings, preflight, data.num_eval)}
     identity.write(dirs.checkpoints, this_start)
     remove_unfinished_saves(dirs.checkpoints)  # only once the job goes on
-    on_tpu = choice.kind == 'tpu'
     params = experiment.for_job(settings, data.files, data.num_eval,
-                                strategy.num_replicas_in_sync, on_tpu, weights)
-    if on_tpu:
-        tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')
+                                strategy.num_replicas_in_sync, on_tpu=choice.kind == 'tpu',
+                                dtype=computing.dtype, weights=weights)
+    performance.set_mixed_precision_policy(computing.dtype)  # as Model Garden's train.py does
     tuning = HyperTuneFile(dirs.metrics_file, dirs.trial or '0')
     io_utils.makedirs(dirs.checkpoints)
     task = RetinaNetTask(params.task, skip={
