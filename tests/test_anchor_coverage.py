@@ -55,6 +55,25 @@ def test_best_iou_is_the_best_over_every_model_garden_anchor(settings):
     np.testing.assert_allclose(ac.best_ious(boxes, settings), expected, atol=1e-5)
 
 
+def test_the_check_measures_the_anchors_the_training_parser_builds():
+    """data_check's settings against the arguments the job's input pipeline
+    gives Model Garden's Parser (adapters/retinanet_task.py)."""
+    from object_detection_algo.adapters import retinanet_task
+    from object_detection_algo.training import experiment, flag_table
+    settings = flag_table.resolve({
+        'training_data_path': 'unused', 'validation_data_path': 'unused', 'job-dir': '/tmp/x',
+        'num_classes': '3', 'max_steps': '900', 'image_size': '300,200', 'fpn_min_level': '4',
+        'fpn_max_level': '6', 'anchor_size': '3', 'bbox_aspect_ratios': '1,3'})
+    params = experiment.build(settings, ['t'], ['v'], validation_steps=1)
+    parser = retinanet_task.parser_arguments(params.task, params.task.train_data)
+    measured = data_check.check_settings(settings).anchors()
+    assert list(measured.input_size) == list(parser['output_size']) == [320, 256]
+    assert (measured.min_level, measured.max_level, measured.num_scales, measured.anchor_size,
+            list(measured.aspect_ratios), measured.match_threshold) == (
+        parser['min_level'], parser['max_level'], parser['num_scales'], parser['anchor_size'],
+        list(parser['aspect_ratios']), parser['match_threshold'])
+
+
 def test_best_iou_and_kind_worked_out_by_hand():
     """One level, one 32x32 anchor shape on an 8 px grid: centres at 4, 12, 20, ..."""
     settings = anchors()

@@ -229,6 +229,14 @@ def test_every_rule_has_a_test():
     assert tested == set(record_checks.RULES)
 
 
+def test_docs_rule_table_is_generated_from_the_rules():
+    with open(os.path.join(ROOT, 'docs', 'data.md')) as f:
+        page = f.read()
+    assert record_checks.rules_table() in page, (
+        'docs/data.md rule table is stale: paste the output of `python -c "from '
+        'object_detection_algo.data import record_checks; print(record_checks.rules_table())"`')
+
+
 def test_histogram_and_box_sizes(tmp_path):
     # 96x128 images at image_size 128,128: scale 1; boxes 60x70 and 6x6 px.
     examples = [good_example('1', boxes=[(10, 20, 70, 90), (10, 20, 16, 26)], labels=[2, 2]),

@@ -24,35 +24,49 @@ from object_detection_algo.data import anchor_coverage
 
 ERROR, WARNING, INFO = 'error', 'warning', 'info'
 
-# Every rule: code -> (severity, what it means). The table in docs/data.md comes from here.
+# Boxes without an anchor at IoU >= the threshold still train on their best
+# anchor (Model Garden force-matches each box), so a few do little harm; a
+# class with one box in twenty or more left to that weak match is worth a warning.
+COVERAGE_WARN_BELOW = 0.95
+
+# Every rule: code -> (severity, what it means). The table in docs/data.md comes from
+# here (`rules_table`; tests/test_record_checks.py keeps them in step).
 RULES = {
     'unreadable_file': (ERROR, 'the TFRecord file cannot be read to the end (corrupt or truncated)'),
     'not_an_example': (ERROR, 'a record that is not a serialized tf.train.Example'),
     'missing_key': (ERROR, 'a required key is absent'),
     'wrong_type': (ERROR, 'a key holds the wrong type (e.g. float labels) or several images'),
-    'undecodable_image': (ERROR, 'image/encoded does not decode as an image'),
+    'undecodable_image': (ERROR, 'image/encoded does not decode as an image, decoded as '
+                                 'training decodes it'),
     'length_mismatch': (ERROR, 'box coordinate, label (and is_crowd) lists of different lengths'),
     'box_outside': (ERROR, 'a box coordinate outside [0, 1]'),
     'box_min_ge_max': (ERROR, 'a box with xmin > xmax or ymin > ymax'),
     'zero_area_box': (ERROR, 'a box with xmin == xmax or ymin == ymax'),
     'label_out_of_range': (ERROR, 'a label outside 1..num_classes'),
-    'zero_based_labels': (ERROR, 'labels run 0..num_classes-1: they look 0-based'),
+    'zero_based_labels': (ERROR, 'labels run 0..num_classes-1: they look 0-based; add 1 to '
+                                 'every label'),
     'size_mismatch': (ERROR, 'image/height or image/width disagree with the decoded image'),
-    'duplicate_source_id': (ERROR, 'two records with the same image/source_id'),
+    'duplicate_source_id': (ERROR, 'two records with the same image/source_id, both '
+                                   'named'),
     'no_records': (ERROR, 'the files hold no records at all (e.g. 0-byte files)'),
     'no_boxes_in_set': (ERROR, 'no record holds a box: nothing to learn from or score'),
-    'low_anchor_coverage': (WARNING, 'under 95% of a class\'s boxes have an anchor with IoU '
-                                     '>= the matcher\'s threshold at image_size'),
+    'low_anchor_coverage': (WARNING, f'under {COVERAGE_WARN_BELOW:.0%} of a class\'s boxes have '
+                                     'an anchor with IoU >= the matcher\'s threshold at '
+                                     'image_size'),
     'too_many_boxes': (WARNING, 'more boxes than max_num_bboxes_in_training: the rest are dropped'),
     'tiny_image': (WARNING, 'an image under 16 px on a side'),
     'no_boxes': (INFO, 'an image without boxes (a valid negative example)'),
 }
 
+
+def rules_table() -> str:
+    """The rule table of docs/data.md, generated from RULES."""
+    rows = ['| Rule | Severity | Meaning |', '|---|---|---|']
+    rows += [f'| `{code}` | {severity} | {meaning} |' for code, (severity, meaning) in RULES.items()]
+    return '\n'.join(rows) + '\n'
+
+
 TINY_IMAGE = 16  # px; a smaller side is warned about
-# Boxes without an anchor at IoU >= the threshold still train on their best
-# anchor (Model Garden force-matches each box), so a few do little harm; a
-# class with one box in twenty or more left to that weak match is worth a warning.
-COVERAGE_WARN_BELOW = 0.95
 UNCOVERED_LISTED = 1000  # uncovered boxes the JSON report lists, at most
 
 # Problems of a whole file or set: skipping single records does not fix them.
