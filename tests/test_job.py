@@ -115,6 +115,26 @@ def test_progress_and_evaluation_lines(main_job):
     assert 'new best, exported to' in log
 
 
+def test_data_check_lines(main_job):
+    """One line per set, then one per kind of warning: the tests' job flags
+    (anchors from 32 px) leave the shapes' 21-22 px boxes without an anchor at
+    IoU >= 0.5, and the warning says what would cover them, measured."""
+    lines = [line for line in main_job['log'].splitlines() if 'Data check' in line]
+    # The job's first two arguments are its data flags.
+    train, val = (f'Data check of {flag}' for flag in main_job['args'][:2])
+    assert [line[0] for line in lines] == ['I', 'W', 'I', 'W', 'I'], lines
+    assert f'{train}: 32 records in 2 file(s) (all read, ' in lines[0]
+    assert lines[0].endswith('s): no errors, 1 warning; classes 1 circle: 24, 2 square: 26, '
+                             '3 triangle: 24; boxes 22-63 px (median 39); anchor coverage 94.6%.')
+    assert lines[1].split('] ', 1)[1] == (
+        f'{train}: low_anchor_coverage: 1 circle: 22 of 24 boxes (91.7%), 2 square: 24 of 26 '
+        'boxes (92.3%) have an anchor with IoU >= 0.5 at image_size 128,128: under 95% (all '
+        'classes: 94.6%; not covered: 4 too small). Measured single-flag changes: '
+        '--anchor_size=2: 100%, --image_size=160,160: 100%.')
+    assert f'{val}: 8 records in 2 file(s) (all read, ' in lines[2]
+    assert 'Data check passed; report: ' in lines[4] and 'preflight_report.json' in lines[4]
+
+
 def test_rerun_after_max_steps_does_nothing(main_job):
     """A finished job started again exits 0 and says so, without new reports."""
     code, log = run_job(main_job['args'], main_job['env'], main_job['root'] / 'rerun.txt')
