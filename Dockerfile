@@ -7,8 +7,7 @@ FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TF_USE_LEGACY_KERAS=1 \
-    TF_CPP_MIN_LOG_LEVEL=1
+    TF_USE_LEGACY_KERAS=1
 
 WORKDIR /opt/object_detection
 # hypertune's default file is /tmp/hypertune/output.metrics: writable, as /tmp is, by the

@@ -17,6 +17,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m object_detection_algo',
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-v', '--verbosity', type=int, default=0,
+                        help='1: also the libraries\' log lines (TensorFlow, Model Garden)')
     sub = parser.add_subparsers(dest='command', required=True)
     demo = sub.add_parser('demo', help='train on the bundled synthetic dataset')
     demo.add_argument('--out', default='demo_output', help='folder for data and job outputs')
@@ -34,6 +36,8 @@ def main(argv=None) -> int:
     evaluate.add_arguments(sub.add_parser('evaluate', help='COCO metrics of an exported model'))
     data_commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    from object_detection_algo import logs
+    logs.configure(args.verbosity)  # before TensorFlow is imported
 
     if args.command in ('predict', 'evaluate'):
         return {'predict': predict, 'evaluate': evaluate}[args.command].run(args)

@@ -12,8 +12,7 @@ Pure Python: no TensorFlow.
 """
 
 import sys
-
-from absl import logging
+from typing import Optional
 
 EXIT_OK = 0
 EXIT_PROBLEMS_FOUND = 1  # validate found bad records; predict could not answer some
@@ -39,11 +38,9 @@ class StorageError(JobError):
     exit_status = EXIT_DATA
 
 
-def report(error: Exception, exit_status: int = None, log: bool = False) -> int:
-    """Prints `error: <message>` on stderr (and to the log when `log`); returns
-    the exit status: the error's own, unless the command documents another."""
-    if log:
-        logging.error('%s', error)
+def report(error: Exception, exit_status: Optional[int] = None) -> int:
+    """Prints `error: <message>` on stderr, once; returns the exit status: the
+    error's own, unless the command documents another."""
     sys.stderr.write(f'error: {error}\n')
     if exit_status is None:
         exit_status = getattr(error, 'exit_status', 1)

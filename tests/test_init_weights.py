@@ -196,10 +196,11 @@ def resnet50_job(shapes_data, tmp_path, gcs, log_name, *extra):
 
 def test_auto_loads_the_published_resnet50_from_gs_and_a_restart_loads_nothing(
         gcs, published, shapes_data, tmp_path):
-    code, log = resnet50_job(shapes_data, tmp_path, gcs, 'log1.txt', '--max_steps=1')
+    code, log = resnet50_job(shapes_data, tmp_path, gcs, 'log1.txt', '--max_steps=1', '-v', '1')
     assert code == 0, log[-3000:]
     assert f'Initial weights: ImageNet ResNet-50 (backbone) from {init_weights.PUBLISHED[50]}.' \
         in log
+    assert 'Finished loading pretrained checkpoint' in log  # Model Garden's line, with -v 1
     checkpoints = str(tmp_path / 'out' / 'checkpoints')
     assert distance(tf.train.latest_checkpoint(checkpoints), published, 'backbone') < LOADED
     assert metrics_of(tmp_path / 'out')['initial_weights']['source'] == 'imagenet'
@@ -207,7 +208,8 @@ def test_auto_loads_the_published_resnet50_from_gs_and_a_restart_loads_nothing(
     # The published copy is gone: a restart must not need it.
     for name in gcs.objects(PUBLISHED_BUCKET):
         gcs.client.bucket(PUBLISHED_BUCKET).blob(name).delete()
-    code, log = resnet50_job(shapes_data, tmp_path, gcs, 'log2.txt', '--max_steps=2')
+    # -v 1: Model Garden's own 'Finished loading pretrained checkpoint' line would show.
+    code, log = resnet50_job(shapes_data, tmp_path, gcs, 'log2.txt', '--max_steps=2', '-v', '1')
     assert code == 0, log[-3000:]
     assert 'Resuming from the checkpoint at step 1' in log
     assert 'Initial weights' not in log and 'Finished loading pretrained' not in log

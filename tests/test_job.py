@@ -51,6 +51,28 @@ def test_metrics_json_beside_the_model(main_job):
     assert all(0.0 <= v <= 1.0 or v == -1.0 for v in best['metrics'].values())
 
 
+def test_model_card_beside_the_best_model(main_job):
+    """metrics.json: per class AP and the F1-best threshold, names, data, weights."""
+    with open(main_job['out'] / 'model' / 'metrics.json') as f:
+        card = json.load(f)
+    assert card['label_map'] == {'1': 'circle', '2': 'square', '3': 'triangle'}
+    assert [row['name'] for row in card['per_class']] == ['circle', 'square', 'triangle']
+    for row in card['per_class']:
+        assert set(row) == {'id', 'name', 'AP', 'AP50', 'AP75', 'f1', 'score_threshold',
+                            'precision', 'recall'}
+        assert 0 <= row['AP'] <= row['AP50'] <= 1 and 0 <= row['score_threshold'] <= 1
+    assert card['data']['training_data_path']['records'] == 32
+    assert card['data']['validation_data_path']['records_evaluated'] == 8
+    assert card['initial_weights']['source'] == 'none'
+    assert card['flags']['num_classes'] == 3 and card['seconds_since_start'] > 0
+    with open(main_job['out'] / 'checkpoints' / 'evaluations.json') as f:
+        evaluation = json.load(f)['evaluations'][-1]
+    assert set(evaluation['per_class']) == {'1', '2', '3'}
+    # The job ends with a per-class table of its best model.
+    table = [line for line in main_job['log'].splitlines() if 'Best model, per class:' in line]
+    assert len(table) == 4 and 'triangle' in table[-1]
+
+
 def test_exported_signature_serves_mixed_sizes(main_job):
     model = tf.saved_model.load(str(main_job['out'] / 'model'))
     serve = model.signatures['serving_default']
@@ -81,6 +103,8 @@ def test_tensorboard_summaries(main_job):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {'total_loss', 'cls_loss', 'box_loss', 'learning_rate', 'AP', 'AP50', 'ARmax100'} <= tags
+    assert {'AP ByCategory/3', 'AP50 ByCategory/1', 'F1 ScoreThreshold ByCategory/2'} <= tags
+    assert any(tag.startswith('image/validation_outputs/') for tag in tags)  # drawn detections
 
 
 def test_progress_and_evaluation_lines(main_job):
@@ -89,6 +113,26 @@ def test_progress_and_evaluation_lines(main_job):
     assert 'step 2/4 | loss' in log and 'images/s | ETA' in log
     assert 'eval at step 2/4 | AP ' in log and 'eval at step 4/4 | AP ' in log
     assert 'new best, exported to' in log
+
+
+def test_data_check_lines(main_job):
+    """One line per set, then one per kind of warning: the tests' job flags
+    (anchors from 32 px) leave the shapes' 21-22 px boxes without an anchor at
+    IoU >= 0.5, and the warning says what would cover them, measured."""
+    lines = [line for line in main_job['log'].splitlines() if 'Data check' in line]
+    # The job's first two arguments are its data flags.
+    train, val = (f'Data check of {flag}' for flag in main_job['args'][:2])
+    assert [line[0] for line in lines] == ['I', 'W', 'I', 'W', 'I'], lines
+    assert f'{train}: 32 records in 2 file(s) (all read, ' in lines[0]
+    assert lines[0].endswith('s): no errors, 1 warning; classes 1 circle: 24, 2 square: 26, '
+                             '3 triangle: 24; boxes 22-63 px (median 39); anchor coverage 94.6%.')
+    assert lines[1].split('] ', 1)[1] == (
+        f'{train}: low_anchor_coverage: 1 circle: 22 of 24 boxes (91.7%), 2 square: 24 of 26 '
+        'boxes (92.3%) have an anchor with IoU >= 0.5 at image_size 128,128: under 95% (all '
+        'classes: 94.6%; not covered: 4 too small). Measured single-flag changes: '
+        '--anchor_size=2: 100%, --image_size=160,160: 100%.')
+    assert f'{val}: 8 records in 2 file(s) (all read, ' in lines[2]
+    assert 'Data check passed; report: ' in lines[4] and 'preflight_report.json' in lines[4]
 
 
 def test_rerun_after_max_steps_does_nothing(main_job):
@@ -192,7 +236,7 @@ def test_resume_after_kill_does_not_redo_steps(shapes_data, tmp_path):
     assert code == 0, log[-3000:]
     assert f'Resuming from the checkpoint at step {killed_at}' in log
     assert 'eval at step 4/8' not in log  # already done by the first run
-    assert f'training until step 8' in log
+    assert 'step 8/8 | loss' in log
     assert [line['global_step'] for line in hypertune_lines(metrics)] == ['4', '8']
     with open(out / 'checkpoints' / 'evaluations.json') as f:
         assert [e['step'] for e in json.load(f)['evaluations']] == [4, 8]

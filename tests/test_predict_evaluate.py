@@ -89,6 +89,41 @@ def test_evaluate_reproduces_the_jobs_metrics(model, main_job, tmp_path):
     assert all(len(c['precision_iou50']) == 101 for c in curves['classes'])
     assert Image.open(tmp_path / 'pr_curves.png').format == 'PNG'
     assert 'Average Precision' in result.stdout and 'triangle' in result.stdout
+    # The per-class numbers and F1-best thresholds are those the job's model card holds.
+    with open(os.path.join(model['dir'], 'metrics.json')) as f:
+        card = {row['name']: row for row in json.load(f)['per_class']}
+    for name in synthetic.CLASS_NAMES:
+        for key in ('AP', 'AP50', 'f1', 'score_threshold', 'precision', 'recall'):
+            assert rows[name][key] == pytest.approx(card[name][key], abs=0.005), (name, key)
+
+
+def test_predict_with_the_model_cards_thresholds(model, images):
+    with open(os.path.join(model['dir'], 'metrics.json')) as f:
+        needed = {row['id']: row['score_threshold'] for row in json.load(f)['per_class']}
+    everything = command('predict', '--model_dir', model['dir'], str(images / 'a.jpg'))
+    result = command('predict', '--model_dir', model['dir'], '--score_threshold', 'card',
+                     str(images / 'a.jpg'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer, = lines(result.stdout)
+    full, = lines(everything.stdout)
+    expected = [(c, s) for c, s in zip(full['detection_classes'][:int(full['num_detections'])],
+                                       full['detection_scores'])
+                if s >= needed[int(c)]]
+    assert list(zip(answer['detection_classes'], answer['detection_scores'])) == expected
+    assert int(answer['num_detections']) == len(expected)
+
+
+def test_predict_card_without_thresholds_is_refused(model, images, tmp_path):
+    bare = tmp_path / 'model'
+    subprocess.run(['cp', '-r', model['dir'], str(bare)], check=True)
+    os.remove(bare / 'metrics.json')
+    result = command('predict', '--model_dir', str(bare), '--score_threshold', 'card',
+                     str(images / 'a.jpg'))
+    assert result.returncode == 2
+    assert 'metrics.json has no per-class thresholds' in result.stderr
+    result = command('predict', '--model_dir', model['dir'], '--score_threshold', '1.5',
+                     str(images / 'a.jpg'))
+    assert result.returncode == 2 and "'1.5': a score between 0 and 1, or \"card\"" in result.stderr
 
 
 def test_predict_images_with_names_threshold_and_drawings(model, images, tmp_path):

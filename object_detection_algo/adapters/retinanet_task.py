@@ -1,6 +1,8 @@
 """Model Garden's RetinaNet task with two parts of its input pipeline swapped:
 records are decoded by our tolerant `RecordDecoder`, and the records the data
-check chose to skip are dropped before decoding.
+check chose to skip are dropped before decoding. Its COCO evaluator is ours
+(adapters/coco_evaluator.py: the F1-best score threshold per class), built with
+the arguments Model Garden's `build_metrics` gives its own.
 
 Model Garden internals touched: `RetinaNetTask.build_inputs` is restated
 (Model Garden builds its decoder inside it, with no hook), so the `Parser`
@@ -16,6 +18,7 @@ from official.common import dataset_fn
 from official.vision.dataloaders import input_reader, input_reader_factory, retinanet_input
 from official.vision.tasks import retinanet
 
+from object_detection_algo.adapters.coco_evaluator import COCOEvaluator
 from object_detection_algo.adapters.record_decoder import RecordDecoder
 from object_detection_algo.data.record_checks import fingerprint
 
@@ -72,6 +75,15 @@ class RetinaNetTask(retinanet.RetinaNetTask):
         """skip: {is_training: fingerprints of records to leave out}."""
         super().__init__(params, **kwargs)
         self._skip = skip or {}
+
+    def build_metrics(self, training=True):
+        metrics = super().build_metrics(training)
+        if not training and self.task_config.use_coco_metrics:
+            self.coco_metric = COCOEvaluator(
+                annotation_file=self.task_config.annotation_file, include_mask=False,
+                per_category_metrics=self.task_config.per_category_metrics,
+                max_num_eval_detections=self.task_config.max_num_eval_detections)
+        return metrics
 
     def build_inputs(self, params, input_context=None):
         parser = retinanet_input.Parser(**parser_arguments(self.task_config, params))

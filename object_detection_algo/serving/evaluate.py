@@ -17,6 +17,7 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 
 from object_detection_algo import errors
+from object_detection_algo.adapters import coco_metrics
 from object_detection_algo.adapters.coco_metrics import COCO_METRICS
 
 IOU_CURVES = {'iou50': 0.5, 'iou75': 0.75}
@@ -111,24 +112,13 @@ def coco_evaluate(data: CocoData):
     return evaluation, summary.getvalue()
 
 
-def _mean_valid(values: np.ndarray) -> float:
-    valid = values[values > -1]
-    return float(valid.mean()) if valid.size else -1.0
-
-
 def per_class(evaluation, names: Dict[int, str], counts: Dict[int, int]) -> List[Dict]:
-    """AP, AP50, AP75 per class from COCOeval's precision array
-    [iou, recall, class, area, max detections]; area 'all', 100 detections."""
-    precision = evaluation.eval['precision'][:, :, :, 0, -1]
-    thresholds = list(np.round(evaluation.params.iouThrs, 2))
-    rows = []
-    for k, class_id in enumerate(evaluation.params.catIds):
-        p = precision[:, :, k]
-        rows.append({'id': int(class_id), 'name': names.get(class_id, str(class_id)),
-                     'num_boxes': counts.get(class_id, 0), 'AP': _mean_valid(p),
-                     'AP50': _mean_valid(p[thresholds.index(0.5)]),
-                     'AP75': _mean_valid(p[thresholds.index(0.75)])})
-    return rows
+    """Per class: AP, AP50, AP75 and the F1-best score threshold at IoU 0.5 (with its
+    precision and recall), as the training job reports them for its best model."""
+    aps, points = coco_metrics.per_class_ap(evaluation), coco_metrics.best_f1(evaluation)
+    return [{'id': class_id, 'name': names.get(class_id, str(class_id)),
+             'num_boxes': counts.get(class_id, 0), **aps[class_id], **points[class_id]}
+            for class_id in aps]
 
 
 def pr_curves(evaluation, names: Dict[int, str]) -> Dict:
@@ -262,10 +252,12 @@ def run(args) -> int:
     print(f'Evaluated {args.model_dir} on {len(data.images)} images '
           f'({len(data.truth)} boxes) in {seconds:.1f} s.')
     print(summary, end='')
-    print(f'\n{"class":20s} {"boxes":>6s} {"AP":>7s} {"AP50":>7s} {"AP75":>7s}')
+    print(f'\n{"class":20s} {"boxes":>6s} {"AP":>7s} {"AP50":>7s} {"AP75":>7s}   '
+          'best F1 at IoU 0.5: score >=  F1 (precision, recall)')
     for row in classes:
         print(f'{row["name"][:20]:20s} {row["num_boxes"]:6d} {row["AP"]:7.3f} '
-              f'{row["AP50"]:7.3f} {row["AP75"]:7.3f}')
+              f'{row["AP50"]:7.3f} {row["AP75"]:7.3f}   {row["score_threshold"]:27.2f}  '
+              f'{row["f1"]:.2f} ({row["precision"]:.2f}, {row["recall"]:.2f})')
     missing = sorted(set(names) - set(counts))
     if missing:
         print('No ground truth (not in the mean): ' + ', '.join(names[i] for i in missing))

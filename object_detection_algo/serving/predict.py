@@ -2,33 +2,62 @@
 local predict` did: one JSON line per instance, or {"predictions": [...]}
 for a request. Streams in batches, so memory stays bounded on big inputs."""
 
+import argparse
 import io
 import itertools
 import json
 import os
+import posixpath
 import re
 import sys
 import time
-from typing import Dict, Iterable, Iterator, List, Optional, TextIO
+from typing import Dict, Iterable, Iterator, List, Optional, TextIO, Union
 
 import numpy as np
 
-from object_detection_algo import errors
+from object_detection_algo import errors, io_utils
 
 DRAW_THRESHOLD = 0.5  # boxes drawn when no --score_threshold is given
+# None (all), one score for every class, or {class id: score}.
+Threshold = Union[None, float, Dict[int, float]]
 DRAW_MIN_SIZE = 384   # smaller images are drawn enlarged
 PROGRESS_SECONDS = 10
 
 
+def kept(result: Dict[str, np.ndarray], threshold: Threshold) -> np.ndarray:
+    """Indices of the detections that reach the threshold: one number for all
+    classes, or {class id: number} (the model card's), in score order."""
+    count = int(result['num_detections'])
+    scores, classes = result['detection_scores'][:count], result['detection_classes'][:count]
+    if isinstance(threshold, dict):
+        needed = np.array([threshold.get(int(c), DRAW_THRESHOLD) for c in classes])
+    else:
+        needed = np.full(count, threshold)
+    return np.flatnonzero(scores >= needed)
+
+
+def card_thresholds(model_dir: str) -> Dict[int, float]:
+    """{class id: the score threshold that maximised F1 on the validation set},
+    from the model card (metrics.json) the training job wrote beside the model."""
+    card = io_utils.read_json(posixpath.join(model_dir, 'metrics.json')) or {}
+    rows = card.get('per_class')
+    if not rows:
+        raise errors.UsageError(
+            f'--score_threshold=card: {model_dir}/metrics.json has no per-class thresholds '
+            '(a model exported before they were recorded). Pass a number instead.')
+    # A class without validation boxes has no threshold (-1): the default applies.
+    return {int(r['id']): r['score_threshold'] for r in rows if r['score_threshold'] >= 0}
+
+
 def prediction_json(result: Dict[str, np.ndarray], names: Optional[Dict[int, str]],
-                    threshold: Optional[float]) -> Dict:
+                    threshold: Threshold) -> Dict:
     """The signature's outputs for one image as AI Platform returned them
     (all N slots); with a threshold, only the detections that reach it."""
     boxes, classes = result['detection_boxes'], result['detection_classes']
     scores, count = result['detection_scores'], result['num_detections']
     if threshold is not None:
-        keep = int(np.sum(scores[:int(count)] >= threshold))  # scores come sorted
-        boxes, classes, scores, count = boxes[:keep], classes[:keep], scores[:keep], keep
+        keep = kept(result, threshold)
+        boxes, classes, scores, count = boxes[keep], classes[keep], scores[keep], len(keep)
     out = {'detection_boxes': boxes.tolist(), 'detection_classes': classes.tolist(),
            'detection_scores': scores.tolist(), 'num_detections': float(count),
            'key': result['key'].decode()}
@@ -37,7 +66,7 @@ def prediction_json(result: Dict[str, np.ndarray], names: Optional[Dict[int, str
     return out
 
 
-def draw(image: bytes, result: Dict, names: Optional[Dict[int, str]], threshold: float,
+def draw(image: bytes, result: Dict, names: Optional[Dict[int, str]], threshold: Threshold,
          path: str) -> None:
     """The image with each detection >= threshold boxed, named and scored."""
     from PIL import Image, ImageDraw
@@ -48,10 +77,8 @@ def draw(image: bytes, result: Dict, names: Optional[Dict[int, str]], threshold:
     pen = ImageDraw.Draw(picture)
     width, height = picture.size
     colours = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4', '#f032e6']
-    for i in range(int(result['num_detections'])):
+    for i in kept(result, threshold):
         score = result['detection_scores'][i]
-        if score < threshold:
-            break
         ymin, xmin, ymax, xmax = result['detection_boxes'][i]
         class_id = int(result['detection_classes'][i])
         colour = colours[class_id % len(colours)]
@@ -162,11 +189,13 @@ def run(args) -> int:
             stream = instances_lib.from_tfrecords(args.tfrecords)
         first = list(itertools.islice(stream, 1))  # surface input errors before output
         stream = itertools.chain(first, stream)
+        threshold = (card_thresholds(args.model_dir) if args.score_threshold == 'card'
+                     else args.score_threshold)
     except errors.JobError as e:
         return errors.report(e, errors.EXIT_USAGE)
     if args.draw_dir:
         tf.io.gfile.makedirs(args.draw_dir)
-    answers = answer(serve, stream, args.batch_size, names, args.score_threshold, args.draw_dir)
+    answers = answer(serve, stream, args.batch_size, names, threshold, args.draw_dir)
     failures = 0
     out: TextIO = tf.io.gfile.GFile(args.output, 'w') if args.output else sys.stdout
     try:
@@ -186,6 +215,19 @@ def run(args) -> int:
     return errors.EXIT_PROBLEMS_FOUND if failures else errors.EXIT_OK
 
 
+def _threshold(text: str):
+    """--score_threshold: a score in [0, 1], or 'card'."""
+    if text.strip().lower() == 'card':
+        return 'card'
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: a score between 0 and 1, or "card"')
+    return value
+
+
 def add_arguments(parser) -> None:
     parser.add_argument('images', nargs='*', help='image files, globs or folders (local or gs://)')
     parser.add_argument('--model_dir', required=True, help='the exported model (R/model)')
@@ -196,8 +238,9 @@ def add_arguments(parser) -> None:
     parser.add_argument('--tfrecords', help='a TFRecord glob; keyed by image/source_id')
     parser.add_argument('--output', help='write here instead of stdout (local or gs://)')
     parser.add_argument('--label_map', help='id,name CSV: adds detection_class_names')
-    parser.add_argument('--score_threshold', type=float,
-                        help='keep only detections scoring at least this')
+    parser.add_argument('--score_threshold', type=_threshold,
+                        help='keep only detections scoring at least this; "card": per class, '
+                        'the threshold that maximised F1 on the validation set (metrics.json)')
     parser.add_argument('--draw_dir', help=f'write each image with its boxes as PNG here '
                         f'(boxes >= --score_threshold, else >= {DRAW_THRESHOLD})')
     parser.add_argument('--batch_size', type=int, default=16, help='images per model call')

@@ -16,18 +16,23 @@ import orbit
 import tensorflow as tf
 from absl import logging
 from official.core import train_lib, train_utils
+from official.modeling import performance
+from official.vision.utils import summary_manager
 
-from object_detection_algo import errors, io_utils
+from object_detection_algo import errors, io_utils, logs
+from object_detection_algo.adapters import coco_metrics, orbit_log
 from object_detection_algo.adapters.coco_metrics import COCO_METRICS
 from object_detection_algo.adapters.hypertune_file import HyperTuneFile
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.data import record_checks
 from object_detection_algo.training import (best_model, data_check, devices, experiment,
-                                            identity, init_weights, reporting, storage_check)
+                                            identity, init_weights, model_card, precision,
+                                            reporting, storage_check)
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
 EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluated
+IMAGES_PER_EVALUATION = 4  # validation images drawn with their detections for TensorBoard
 
 # What a record the decoder cannot take raises from inside the input pipeline.
 _PIPELINE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
@@ -55,15 +60,19 @@ class PreemptionStop:
 
 def build_runner(params, task, trainer, strategy, dirs: OutputDirs,
                  train_actions: List) -> train_lib.OrbitExperimentRunner:
-    """Model Garden's runner for train-and-evaluate, with our summaries' folders."""
-    summaries = lambda sub: orbit.utils.SummaryManager(
-        posixpath.join(dirs.tensorboard, sub), tf.summary.scalar,
-        global_step=trainer.global_step)
+    """Model Garden's runner for train-and-evaluate, with our summaries' folders
+    (validation: the scalars, and a few images with their detections drawn)."""
     return train_lib.OrbitExperimentRunner(
         distribution_strategy=strategy, task=task, mode='train_and_eval',
         params=params, model_dir=dirs.checkpoints, trainer=trainer,
         train_actions=train_actions,
-        summary_manager=summaries('train'), eval_summary_manager=summaries('validation'))
+        summary_manager=orbit.utils.SummaryManager(
+            posixpath.join(dirs.tensorboard, 'train'), tf.summary.scalar,
+            global_step=trainer.global_step),
+        eval_summary_manager=summary_manager.ImageScalarSummaryManager(
+            posixpath.join(dirs.tensorboard, 'validation'), tf.summary.scalar,
+            tf.summary.image, max_outputs=IMAGES_PER_EVALUATION,
+            global_step=trainer.global_step))
 
 
 class Job:
@@ -71,8 +80,10 @@ class Job:
     def __init__(self, settings: Settings, dirs: OutputDirs, data: data_check.DataPlan,
                  params, runner: train_lib.OrbitExperimentRunner,
                  progress: reporting.ProgressLog, tuning: HyperTuneFile,
-                 job_identity: identity.Identity):
+                 job_identity: identity.Identity, card_facts: Dict[str, Any]):
         self.settings = settings
+        self.card_facts = card_facts  # class names and data, for the model card
+        self.started = time.time()
         self.identity = job_identity
         self.dirs = dirs
         self.data = data
@@ -141,25 +152,30 @@ class Job:
         step = self.step()
         start = time.time()
         try:
-            output = self.controller.evaluate(steps=self.params.trainer.validation_steps)
+            with logs.library_prints():  # pycocotools' tables
+                output = self.controller.evaluate(steps=self.params.trainer.validation_steps)
         except _PIPELINE_ERRORS as e:
             raise self._bad_data('validation_data_path', e, (
                 f'The evaluation at step {step} did not finish; the checkpoint of step {step} '
                 'is saved and the best model is untouched: a restart resumes from there and '
                 'evaluates.')) from None
         metrics = {k: float(output[k]) for k in COCO_METRICS}
+        per_class = coco_metrics.per_class_from_outputs(output)
         ap = metrics['AP']
         self.tuning.report_ap(ap, step)
         best_ap = self._best_ap()
         exported = ap > best_ap
         if exported:
-            self.best.replace(self.params, self.controller.checkpoint_manager.latest_checkpoint, {
-                'step': step, 'metrics': metrics, 'flags': self.settings.as_flags(),
-                'data_version': self.identity.data_version,
-                'initial_weights': self.identity.initial_weights,
-                'identity': self.identity.summary()})
+            self.best.replace(
+                self.params, self.controller.checkpoint_manager.latest_checkpoint,
+                model_card.card(self.settings, step, metrics, per_class,
+                                self.card_facts['names'], self.card_facts['data'], {
+                                    'data_version': self.identity.data_version,
+                                    'initial_weights': self.identity.initial_weights,
+                                    'identity': self.identity.summary()}, self.started))
         self.evaluations['evaluations'].append(
             {'step': step, 'metrics': metrics, 'exported': exported,
+             'per_class': {str(k): v for k, v in per_class.items()},
              'data_version': self.identity.data_version})
         io_utils.write_json(self.evaluations_path, self.evaluations)
         logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | %.0fs',
@@ -197,6 +213,8 @@ class Job:
             step = self.step()
             self.evaluate()
         best = self.best.metrics()
+        for line in model_card.table(best):
+            logging.info('Best model, per class: %s', line)
         logging.info('Done: %d steps. Best AP %.4f (AP50 %.4f) at step %d, model in %s.',
                      step, best['metrics']['AP'], best['metrics']['AP50'], best['step'],
                      self.dirs.model)
@@ -217,7 +235,10 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
     previous = identity.read(dirs.checkpoints)
     identity.check_shape(previous, settings, where)  # before anything is built
     choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
-    logging.info('Devices: %s (%s).', choice.kind.upper(), choice.reason)
+    computing = precision.choose(settings.precision, choice.kind,
+                                 precision.gpu_capabilities(), precision.cpu_flags())
+    logging.info('Devices: %s (%s); precision %s (%s).', choice.kind.upper(), choice.reason,
+                 computing.dtype, computing.reason)
     strategy = devices.make_strategy(choice)
     resuming = tf.train.latest_checkpoint(dirs.checkpoints) is not None
     if resuming:
@@ -230,13 +251,15 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
     if weights:
         this_start.initial_weights = weights.as_json()
     data = data_check.plan(settings, files, dirs.checkpoints)
+    preflight = io_utils.read_json(posixpath.join(dirs.checkpoints, data_check.REPORT_FILE)) or {}
+    card_facts = {'names': model_card.class_names(settings, preflight),
+                  'data': model_card.data_used(settings, preflight, data.num_eval)}
     identity.write(dirs.checkpoints, this_start)
     remove_unfinished_saves(dirs.checkpoints)  # only once the job goes on
-    on_tpu = choice.kind == 'tpu'
     params = experiment.for_job(settings, data.files, data.num_eval,
-                                strategy.num_replicas_in_sync, on_tpu, weights)
-    if on_tpu:
-        tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')
+                                strategy.num_replicas_in_sync, on_tpu=choice.kind == 'tpu',
+                                dtype=computing.dtype, weights=weights)
+    performance.set_mixed_precision_policy(computing.dtype)  # as Model Garden's train.py does
     tuning = HyperTuneFile(dirs.metrics_file, dirs.trial or '0')
     io_utils.makedirs(dirs.checkpoints)
     task = RetinaNetTask(params.task, skip={
@@ -246,8 +269,9 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=True)
     progress = reporting.ProgressLog(trainer.global_step, settings.max_steps,
                                      settings.train_batch_size)
+    orbit_log.install()
     runner = build_runner(params, task, trainer, strategy, dirs, [progress, stop])
-    return Job(settings, dirs, data, params, runner, progress, tuning, this_start)
+    return Job(settings, dirs, data, params, runner, progress, tuning, this_start, card_facts)
 
 
 def run(settings: Settings, dirs: OutputDirs) -> int:
@@ -266,5 +290,5 @@ def run(settings: Settings, dirs: OutputDirs) -> int:
                         'restart resumes from it.', job.step())
         return errors.EXIT_PREEMPTED
     except errors.JobError as e:
-        return errors.report(e, log=True)
+        return errors.report(e)
     return errors.EXIT_OK
