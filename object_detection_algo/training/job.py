@@ -92,7 +92,8 @@ class Job:
         self.controller = runner.controller
         self.progress = progress
         self.tuning = tuning
-        self.best = best_model.BestModel(dirs.model, dirs.checkpoints)
+        self.best = best_model.BestModel(dirs.model, dirs.checkpoints,
+                                         best_model.Exporter(params))
         self.evaluations_path = posixpath.join(dirs.checkpoints, EVALUATIONS_FILE)
         self.evaluations = io_utils.read_json(self.evaluations_path) or {'evaluations': []}
 
@@ -167,7 +168,7 @@ class Job:
         exported = ap > best_ap
         if exported:
             self.best.replace(
-                self.params, self.controller.checkpoint_manager.latest_checkpoint,
+                self.controller.checkpoint_manager.latest_checkpoint,
                 model_card.card(self.settings, step, metrics, per_class,
                                 self.card_facts['names'], self.card_facts['data'], {
                                     'data_version': self.identity.data_version,
