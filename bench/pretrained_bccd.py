@@ -21,7 +21,8 @@ BCCD = os.path.join(os.path.dirname(ROOT), 'shared', 'datasets', 'bccd', 'BCCD')
 # The demo's backbone and decoder (ResNet-18, FPN 3-5, 64 filters), so that both load.
 CONFIG = ['--num_classes=3', '--resnet_depth=18', '--image_size=256,256', '--fpn_max_level=5',
           '--head_num_filters=64', '--anchor_size=3', '--train_batch_size=8',
-          '--warmup_steps=50', '--initial_learning_rate=0.03', '--log_every_steps=50']
+          '--warmup_steps=50', '--initial_learning_rate=0.03', '--log_every_steps=50',
+          '--precision=float32']
 
 
 def convert(out: str) -> None:

@@ -92,7 +92,8 @@ class Job:
         self.controller = runner.controller
         self.progress = progress
         self.tuning = tuning
-        self.best = best_model.BestModel(dirs.model, dirs.checkpoints)
+        self.best = best_model.BestModel(dirs.model, dirs.checkpoints,
+                                         best_model.Exporter(params))
         self.evaluations_path = posixpath.join(dirs.checkpoints, EVALUATIONS_FILE)
         self.evaluations = io_utils.read_json(self.evaluations_path) or {'evaluations': []}
 
@@ -165,9 +166,10 @@ class Job:
         self.tuning.report_ap(ap, step)
         best_ap = self._best_ap()
         exported = ap > best_ap
+        evaluated = time.time()
         if exported:
             self.best.replace(
-                self.params, self.controller.checkpoint_manager.latest_checkpoint,
+                self.controller.checkpoint_manager.latest_checkpoint,
                 model_card.card(self.settings, step, metrics, per_class,
                                 self.card_facts['names'], self.card_facts['data'], {
                                     'data_version': self.identity.data_version,
@@ -178,10 +180,11 @@ class Job:
              'per_class': {str(k): v for k, v in per_class.items()},
              'data_version': self.identity.data_version})
         io_utils.write_json(self.evaluations_path, self.evaluations)
-        logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | %.0fs',
-                     step, self.settings.max_steps, ap, metrics['AP50'], metrics['AP75'],
-                     f'new best, exported to {self.dirs.model}' if exported
-                     else f'best stays {best_ap:.4f}', time.time() - start)
+        outcome = (f'new best, exported to {self.dirs.model} in {time.time() - evaluated:.1f}s'
+                   if exported else f'best stays {best_ap:.4f}')
+        logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | '
+                     'evaluated in %.1fs', step, self.settings.max_steps, ap, metrics['AP50'],
+                     metrics['AP75'], outcome, evaluated - start)
         self.progress.restart_clock()
 
     def run(self) -> None:
