@@ -355,6 +355,7 @@ def test_init_checkpoint_auto_finds_the_imagenet_weights_in_the_image(image, mou
                    '--network=none', '--user=4321:4321', f'--volume={mount}:/work', IMAGE,
                    *args, '--resnet_depth=50', '--init_checkpoint=auto',
                    '--job-dir=/work/resnet50', '--max_steps=1', '--train_steps_per_eval=1',
+                   '-v', '1',  # Model Garden's 'Finished loading' line shows from -v 1
                    log=os.path.join(work, 'resnet50_job.log'), timeout=900)
     assert f'Initial weights: ImageNet ResNet-50 (backbone) from {IMAGE_PRETRAINED}.' in log, \
         log[-4000:]
