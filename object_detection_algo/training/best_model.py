@@ -112,4 +112,9 @@ class BestModel:
         for name in sorted(files, key=lambda f: f == 'saved_model.pb'):
             tf.io.gfile.copy(posixpath.join(self.staging, name),
                              posixpath.join(self.model_dir, name), overwrite=True)
-        tf.io.gfile.rmtree(self.staging)
+        try:
+            tf.io.gfile.rmtree(self.staging)
+        except tf.errors.NotFoundError:
+            # On gs:// a failed listing reads as "no such folder". The model is in place;
+            # a staging folder left behind is removed by the next recover().
+            logging.warning('Could not remove %s now; the next start removes it.', self.staging)
