@@ -23,6 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # the data is written with TensorFlow here
 
 from object_detection_algo.data import synthetic  # noqa: E402
 from tests.job_runner import ENTRYPOINT, job_env  # noqa: E402

@@ -3,9 +3,12 @@ trained from scratch and fine-tuned from the demo's model (trained first on the
 synthetic shapes), same config and steps, one after the other. Prints AP and
 AP50 of each at every evaluation.
 
-    .venv/bin/python bench/pretrained_bccd.py [--steps 600] [--source DEMO_CHECKPOINTS]
+    .venv/bin/python bench/pretrained_bccd.py [--steps 600] [--source CHECKPOINT]
+        [--modules backbone,decoder] [--resnet_depth 18]
 
-Without --source it runs the demo (README command 1) into bench_output/demo first.
+Without --source it runs the demo (README command 1) into bench_output/demo first. With
+ImageNet weights: --source gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080
+--modules backbone --resnet_depth 50. A job already done is not run again.
 """
 
 import argparse
@@ -21,7 +24,8 @@ BCCD = os.path.join(os.path.dirname(ROOT), 'shared', 'datasets', 'bccd', 'BCCD')
 # The demo's backbone and decoder (ResNet-18, FPN 3-5, 64 filters), so that both load.
 CONFIG = ['--num_classes=3', '--resnet_depth=18', '--image_size=256,256', '--fpn_max_level=5',
           '--head_num_filters=64', '--anchor_size=3', '--train_batch_size=8',
-          '--warmup_steps=50', '--initial_learning_rate=0.03', '--log_every_steps=50']
+          '--warmup_steps=50', '--initial_learning_rate=0.03', '--log_every_steps=50',
+          '--precision=float32']
 
 
 def convert(out: str) -> None:
@@ -64,8 +68,12 @@ def main():
     parser.add_argument('--steps', type=int, default=600)
     parser.add_argument('--source', help='checkpoint folder to fine-tune from (default: the '
                         "demo's, trained first)")
+    parser.add_argument('--modules', default='backbone,decoder',
+                        help='--init_checkpoint_modules of the fine-tuned job')
+    parser.add_argument('--resnet_depth', type=int, default=18)
     parser.add_argument('--out', default=os.path.join(ROOT, 'bench_output'))
     args = parser.parse_args()
+    CONFIG[1] = f'--resnet_depth={args.resnet_depth}'
     os.makedirs(args.out, exist_ok=True)
     source = args.source or demo_checkpoints(os.path.join(args.out, 'demo'))
     data = os.path.join(args.out, 'bccd_data')
@@ -73,9 +81,9 @@ def main():
     runs = {
         'from scratch': train(data, os.path.join(args.out, 'bccd_scratch'), args.steps,
                               ['--init_checkpoint=none']),
-        'fine-tuned (backbone, decoder)': train(
+        f'fine-tuned ({args.modules})': train(
             data, os.path.join(args.out, 'bccd_finetuned'), args.steps,
-            [f'--init_checkpoint={source}', '--init_checkpoint_modules=backbone,decoder']),
+            [f'--init_checkpoint={source}', f'--init_checkpoint_modules={args.modules}']),
     }
     print(f'\nBCCD, {args.steps} steps, {" ".join(CONFIG)}; source: {source}\n')
     print('| start | step | AP | AP50 | AP75 | minutes |')

@@ -26,6 +26,10 @@ CHATTER_WARNINGS = (
     ('save_impl.py', 'Skipping full serialization of TF-Keras layer'),
     ('deprecation.py', ''),  # TensorFlow APIs that Model Garden calls
     ('map_fn.py', 'Setting parallel_iterations > 1 has no effect when executing eagerly'),
+    # A restart with nothing left to train restores no optimizer slots: one line per slot.
+    ('checkpoint.py', 'Value in checkpoint could not be found in the restored object'),
+    ('checkpoint.py', 'Detecting that an object or model or tf.train.Checkpoint is being '
+                      'deleted with unrestored values'),
 )
 
 _state = {'verbose': False}

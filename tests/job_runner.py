@@ -9,12 +9,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRYPOINT = os.path.join(ROOT, 'entrypoint.py')
 
-# Tiny model settings for CPU tests: ResNet-18 at 128 px, small head.
+# Tiny model settings for CPU tests: ResNet-18 at 128 px, small head; float32 on every
+# CPU (auto picks bfloat16 on some), so jobs compare exactly with `evaluate`.
 TINY_FLAGS = [
     '--num_classes=3', '--resnet_depth=18', '--image_size=128,128',
     '--fpn_max_level=5', '--train_batch_size=2', '--warmup_steps=0',
     '--head_num_filters=32', '--head_num_convs=1', '--initial_learning_rate=0.01',
-    '--log_every_steps=1',
+    '--log_every_steps=1', '--precision=float32',
 ]
 _CALLER_VARIABLES = ('TF_CONFIG', 'CLUSTER_SPEC', 'CLOUD_ML_TRIAL_ID', 'CLOUD_ML_JOB_ID',
                      'AIP_MODEL_DIR', 'AIP_CHECKPOINT_DIR', 'AIP_TENSORBOARD_LOG_DIR',

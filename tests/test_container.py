@@ -3,6 +3,7 @@ tuned parameter accepted by the real entrypoint at both ends of its range."""
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,10 +35,23 @@ def test_dockerfile_uses_the_ci_pins_and_a_non_root_user():
     assert 'pip install --no-cache-dir -r requirements.txt' in text
     assert 'USER 1000' in text
     assert 'ENTRYPOINT ["python3", "/opt/object_detection/entrypoint.py"]' in text
+    # The base is an argument (the container test builds on a stand-in); its default is
+    # TensorFlow's GPU image for the pinned TensorFlow.
+    assert '\nFROM ${BASE_IMAGE}\n' in text
+    default = re.search(r'^ARG BASE_IMAGE=tensorflow/tensorflow:(\S+)-gpu$', text, re.M)
+    assert default, 'no ARG BASE_IMAGE=tensorflow/tensorflow:<version>-gpu'
     with open(os.path.join(ROOT, 'requirements.txt')) as f:
         tf_pin = next(line for line in f if line.startswith('tensorflow=='))
-    base = text.split('FROM tensorflow/tensorflow:', 1)[1].split('-gpu', 1)[0]
-    assert tf_pin.strip().replace('tensorflow==', '').rstrip('*').rstrip('.') in base
+    assert tf_pin.strip().replace('tensorflow==', '').rstrip('*').rstrip('.') in default[1]
+
+
+def test_dockerfile_installs_the_packages_before_copying_the_code():
+    """So that a code change reuses the packages' layer (tests/container checks it built)."""
+    with open(os.path.join(ROOT, 'Dockerfile')) as f:
+        text = f.read()
+    order = [text.index(s) for s in ('COPY requirements.txt', 'pip install',
+                                     'COPY entrypoint.py', 'COPY object_detection_algo/')]
+    assert order == sorted(order)
 
 
 def test_cloudbuild_matches_the_schema():

@@ -297,7 +297,7 @@ def test_a_bad_record_met_mid_job_stops_every_task_and_the_chief_names_it(shapes
     out = tmp_path / 'out'
     args = [f'--training_data_path={data}/*', f'--validation_data_path={shapes_data["val"]}',
             f'--job-dir={out}', *TINY_FLAGS, '--preflight_max_records=6', '--max_steps=40',
-            '--train_steps_per_eval=40']
+            '--train_steps_per_eval=40', '--train_batch_size=4']  # meets it sooner
     cluster = Cluster(args, cluster_envs(tmp_path), tmp_path, 'late')
     codes = cluster.wait()
     chief, worker = cluster.log(0), cluster.log(1)

@@ -74,12 +74,6 @@ def _no_boxes(e):
         set_list(e, key, [])
 
 
-def _small_box(e):
-    # 6x6 px of a 96x128 image; at 128,128 the scale is 1: below the 32 px anchor.
-    for key, value in zip(record_checks.BOX_KEYS, (10 / 96, 20 / 128, 16 / 96, 26 / 128)):
-        set_list(e, key, [value])
-
-
 def _too_many_boxes(e):
     for key in record_checks.BOX_KEYS + (record_checks.LABEL_KEY,):
         feature = e.features.feature[key]
@@ -111,8 +105,6 @@ RECORD_RULES = {
                                   'zero area'),
     'label_out_of_range': (_label_out_of_range, 'box 0: label 4 is outside 1..3'),
     'size_mismatch': (_size_mismatch, 'image/width=100 but the image is 128x96'),
-    'small_box': (_small_box, '1 of 1 boxes smaller than the smallest anchor (32 px) at '
-                              'image_size 128,128: box 0 (6.0 px)'),
     'no_boxes': (_no_boxes, 'no boxes'),
     'too_many_boxes': (_too_many_boxes, '101 boxes; training keeps the first 100 '
                                         '(--max_num_bboxes_in_training=100)'),
@@ -232,8 +224,17 @@ def test_a_set_without_any_box_is_an_error_but_a_few_negatives_are_fine(tmp_path
 
 def test_every_rule_has_a_test():
     tested = set(RECORD_RULES) | {'not_an_example', 'unreadable_file', 'duplicate_source_id',
-                                  'zero_based_labels', 'no_records', 'no_boxes_in_set'}
+                                  'zero_based_labels', 'no_records', 'no_boxes_in_set',
+                                  'low_anchor_coverage'}  # in test_anchor_coverage.py
     assert tested == set(record_checks.RULES)
+
+
+def test_docs_rule_table_is_generated_from_the_rules():
+    with open(os.path.join(ROOT, 'docs', 'data.md')) as f:
+        page = f.read()
+    assert record_checks.rules_table() in page, (
+        'docs/data.md rule table is stale: paste the output of `python -c "from '
+        'object_detection_algo.data import record_checks; print(record_checks.rules_table())"`')
 
 
 def test_histogram_and_box_sizes(tmp_path):
@@ -245,15 +246,21 @@ def test_histogram_and_box_sizes(tmp_path):
     assert dict(report.histogram) == {1: 1, 2: 2}
     assert report.class_text == {1: 'circle', 2: 'square'}
     stats = report.box_stats()
-    assert stats['count'] == 3 and stats['below_smallest_anchor'] == 1
+    assert stats['count'] == 3
     assert stats['min'] == pytest.approx(6.0, abs=1e-3)
     assert stats['max'] == pytest.approx(np.sqrt(60 * 70), abs=1e-3)
-    # At 640,640 the 96x128 image is scaled by 5: 30 px, still below 4 * 2^3 = 32.
+    # At 640,640 the 96x128 image is scaled by 5: 30 px.
     big = record_checks.validate([path], record_checks.CheckSettings(3, (640, 640))).box_stats()
-    assert big['min'] == pytest.approx(30.0, abs=1e-3) and big['below_smallest_anchor'] == 1
+    assert big['min'] == pytest.approx(30.0, abs=1e-3)
     summary = report.summary()
     assert 'Classes (label text: boxes): 1 circle: 1, 2 square: 2' in summary
-    assert '1 of 3 below the smallest anchor (32 px = anchor_size 4 x 2^3)' in summary
+    assert 'Box size at image_size 128,128 (sqrt of area, px): min 6.0, median 64.8, max 64.8.' \
+        in summary
+    # The 6x6 box is a quarter of the smallest anchor's side: no anchor covers it.
+    assert 'Anchor coverage at image_size 128,128: 2 of 3 boxes (66.7%) have an anchor with ' \
+           'IoU >= 0.5' in summary
+    assert report.one_line().endswith('no errors, 1 warning; classes 1 circle: 1, 2 square: 2; '
+                                      'boxes 6-65 px (median 65); anchor coverage 66.7%.')
 
 
 def test_sample_is_bounded_and_spread_over_files(tmp_path):

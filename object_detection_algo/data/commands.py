@@ -20,10 +20,13 @@ def add_parsers(sub) -> None:
     val.add_argument('--data_path', required=True, help='TFRecord glob, local or gs://')
     val.add_argument('--num_classes', type=int, required=True)
     val.add_argument('--image_size', default='640,640',
-                     help='model input H,W (as the job flag; one number: square) for the '
-                          'small-box check')
-    val.add_argument('--anchor_size', type=float, default=4.0)
-    val.add_argument('--fpn_min_level', type=int, default=3)
+                     help='model input H,W (as the job flag; one number: square) for box '
+                          'sizes and the anchor coverage')
+    val.add_argument('--anchor_size', type=float, default=4.0, help='as the job flag')
+    val.add_argument('--fpn_min_level', type=int, default=3, help='as the job flag')
+    val.add_argument('--fpn_max_level', type=int, default=7, help='as the job flag')
+    val.add_argument('--bbox_aspect_ratios', default='1.0,2.0,0.5',
+                     help='anchor width/height ratios, comma-separated (as the job flag)')
     val.add_argument('--max_num_bboxes_in_training', type=int, default=100,
                      help='boxes per image the job keeps (as the job flag); more are warned')
     val.add_argument('--max_records', type=int, default=None,
@@ -99,19 +102,44 @@ def _image_size(text: str) -> Tuple[int, int]:
     return size
 
 
+def _aspect_ratios(text: str) -> Tuple[float, ...]:
+    try:
+        ratios = tuple(float(p) for p in text.replace(' ', '').split(',') if p)
+    except ValueError:
+        ratios = ()
+    if not ratios or min(ratios) <= 0:
+        raise errors.UsageError(f'--bbox_aspect_ratios={text}: needs numbers > 0, '
+                                'comma-separated.')
+    return ratios
+
+
+def _check_anchor_flags(args) -> None:
+    """The limits the job puts on the same flags (flag_table.py), as UsageErrors."""
+    if args.anchor_size <= 0:
+        raise errors.UsageError(f'--anchor_size={args.anchor_size:g}: must be > 0.')
+    if not 3 <= args.fpn_min_level <= args.fpn_max_level <= 7:
+        raise errors.UsageError(
+            f'--fpn_min_level={args.fpn_min_level}, --fpn_max_level={args.fpn_max_level}: '
+            'allowed 3 <= fpn_min_level <= fpn_max_level <= 7.')
+
+
 def _validate(args) -> int:
     try:
         size = _image_size(args.image_size)
+        ratios = _aspect_ratios(args.bbox_aspect_ratios)
+        _check_anchor_flags(args)
     except errors.UsageError as e:
         return errors.report(e)
-    for name in ('num_classes', 'max_records', 'fpn_min_level', 'max_num_bboxes_in_training'):
+    for name in ('num_classes', 'max_records', 'max_num_bboxes_in_training'):
         value = getattr(args, name)
         if value is not None and value < 1:
             return errors.report(errors.UsageError(f'--{name}={value}: must be >= 1.'))
     from object_detection_algo import io_utils
     from object_detection_algo.data import record_checks, records
-    settings = record_checks.CheckSettings(args.num_classes, size, args.anchor_size,
-                                           args.fpn_min_level, args.max_num_bboxes_in_training)
+    settings = record_checks.CheckSettings(
+        num_classes=args.num_classes, image_size=size, anchor_size=args.anchor_size,
+        min_level=args.fpn_min_level, max_level=args.fpn_max_level, aspect_ratios=ratios,
+        max_boxes=args.max_num_bboxes_in_training)
     try:
         files = records.match_files(args.data_path, 'data_path')
     except errors.JobError as e:

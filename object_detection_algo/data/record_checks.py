@@ -4,45 +4,70 @@ before any compute is spent.
 `check_example` applies the per-record rules to one parsed tf.train.Example
 (cheap to test one rule at a time); `Validator` streams files through it and
 adds what needs the whole set: duplicate source_ids, 0-based labels, the class
-histogram and box sizes against the smallest anchor. `Report` prints the
-summary and holds the full JSON.
+histogram, box sizes and the anchor coverage (anchor_coverage.py: will each box
+get an anchor with IoU >= the matcher's threshold?). `Report` prints the
+summary, gives the job its log lines and holds the full JSON.
 
 Records are numbered from 0 within each file.
 """
 
 import collections
 import dataclasses
-import math
+import functools
 import re
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from object_detection_algo.data import anchor_coverage
+
 ERROR, WARNING, INFO = 'error', 'warning', 'info'
 
-# Every rule: code -> (severity, what it means). The table in docs/data.md comes from here.
+# Boxes without an anchor at IoU >= the threshold still train on their best
+# anchor (Model Garden force-matches each box), so a few do little harm; a
+# class with one box in twenty or more left to that weak match is worth a warning.
+COVERAGE_WARN_BELOW = 0.95
+
+# Every rule: code -> (severity, what it means). The table in docs/data.md comes from
+# here (`rules_table`; tests/test_record_checks.py keeps them in step).
 RULES = {
     'unreadable_file': (ERROR, 'the TFRecord file cannot be read to the end (corrupt or truncated)'),
     'not_an_example': (ERROR, 'a record that is not a serialized tf.train.Example'),
     'missing_key': (ERROR, 'a required key is absent'),
     'wrong_type': (ERROR, 'a key holds the wrong type (e.g. float labels) or several images'),
-    'undecodable_image': (ERROR, 'image/encoded does not decode as an image'),
+    'undecodable_image': (ERROR, 'image/encoded does not decode as an image, decoded as '
+                                 'training decodes it'),
     'length_mismatch': (ERROR, 'box coordinate, label (and is_crowd) lists of different lengths'),
     'box_outside': (ERROR, 'a box coordinate outside [0, 1]'),
     'box_min_ge_max': (ERROR, 'a box with xmin > xmax or ymin > ymax'),
     'zero_area_box': (ERROR, 'a box with xmin == xmax or ymin == ymax'),
     'label_out_of_range': (ERROR, 'a label outside 1..num_classes'),
-    'zero_based_labels': (ERROR, 'labels run 0..num_classes-1: they look 0-based'),
+    'zero_based_labels': (ERROR, 'labels run 0..num_classes-1: they look 0-based; add 1 to '
+                                 'every label'),
     'size_mismatch': (ERROR, 'image/height or image/width disagree with the decoded image'),
-    'duplicate_source_id': (ERROR, 'two records with the same image/source_id'),
+    'duplicate_source_id': (ERROR, 'two records with the same image/source_id, both '
+                                   'named'),
     'no_records': (ERROR, 'the files hold no records at all (e.g. 0-byte files)'),
     'no_boxes_in_set': (ERROR, 'no record holds a box: nothing to learn from or score'),
-    'small_box': (WARNING, 'boxes smaller than the smallest anchor at image_size'),
+    'low_anchor_coverage': (WARNING, f'under {COVERAGE_WARN_BELOW:.0%} of a class\'s boxes have '
+                                     'an anchor with IoU >= the matcher\'s threshold at '
+                                     'image_size'),
     'too_many_boxes': (WARNING, 'more boxes than max_num_bboxes_in_training: the rest are dropped'),
     'tiny_image': (WARNING, 'an image under 16 px on a side'),
     'no_boxes': (INFO, 'an image without boxes (a valid negative example)'),
 }
 
+
+def rules_table() -> str:
+    """The rule table of docs/data.md, generated from RULES."""
+    rows = ['| Rule | Severity | Meaning |', '|---|---|---|']
+    rows += [f'| `{code}` | {severity} | {meaning} |' for code, (severity, meaning) in RULES.items()]
+    return '\n'.join(rows) + '\n'
+
+
 TINY_IMAGE = 16  # px; a smaller side is warned about
+UNCOVERED_LISTED = 1000  # uncovered boxes the JSON report lists, at most
 
 # Problems of a whole file or set: skipping single records does not fix them.
 SET_ERRORS = ('unreadable_file', 'duplicate_source_id', 'zero_based_labels', 'no_records',
@@ -60,18 +85,38 @@ OPTIONAL = {'image/height': 'int64_list', 'image/width': 'int64_list',
             'image/object/class/text': 'bytes_list', CROWD_KEY: 'int64_list'}
 
 
+@functools.lru_cache(maxsize=None)
+def model_garden_defaults() -> Tuple[int, float]:
+    """(anchor scales per level, matcher threshold): no flag sets them, so the
+    job has Model Garden's defaults."""
+    from official.vision.configs import retinanet
+    return retinanet.Anchor().num_scales, retinanet.Parser().match_threshold
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckSettings:
     num_classes: int
-    image_size: Tuple[int, int] = (640, 640)  # model input, height first
+    image_size: Tuple[int, int] = (640, 640)  # --image_size, height first
     anchor_size: float = 4.0
     min_level: int = 3
     max_boxes: int = 100  # the job keeps this many per image (--max_num_bboxes_in_training)
+    max_level: int = 7
+    aspect_ratios: Tuple[float, ...] = (1.0, 2.0, 0.5)
+    num_scales: int = dataclasses.field(default_factory=lambda: model_garden_defaults()[0])
+    match_threshold: float = dataclasses.field(
+        default_factory=lambda: model_garden_defaults()[1])
+
+    def anchors(self) -> anchor_coverage.AnchorSettings:
+        return anchor_coverage.AnchorSettings(
+            image_size=tuple(self.image_size), min_level=self.min_level,
+            max_level=self.max_level, anchor_size=self.anchor_size,
+            aspect_ratios=tuple(self.aspect_ratios), num_scales=self.num_scales,
+            match_threshold=self.match_threshold)
 
     @property
-    def smallest_anchor(self) -> float:
-        """Side in model-input pixels of the smallest anchor (aspect ratio 1)."""
-        return self.anchor_size * 2 ** self.min_level
+    def input_size(self) -> Tuple[int, int]:
+        """The model input: image_size padded to a multiple of 2^max_level."""
+        return self.anchors().input_size
 
 
 @dataclasses.dataclass
@@ -81,7 +126,10 @@ class RecordFacts:
     filename: str = ''
     labels: List[int] = dataclasses.field(default_factory=list)
     texts: List[str] = dataclasses.field(default_factory=list)
-    box_sides: List[float] = dataclasses.field(default_factory=list)  # sqrt(area), model-input px
+    # The valid boxes training keeps (crowd boxes are skipped), when the image
+    # decoded: (box index, normalized [ymin, xmin, ymax, xmax], label).
+    boxes: List[Tuple[int, Tuple[float, ...], int]] = dataclasses.field(default_factory=list)
+    image_hw: Tuple[int, int] = (0, 0)  # the decoded image's height, width
 
 
 def _values(feature):
@@ -180,10 +228,9 @@ def check_example(example, settings: CheckSettings, decode: bool = True
             hint = ' (0 is the background class)' if label == 0 else ''
             problems.append(('label_out_of_range', f'box {i}: label {label} is outside '
                                                    f'1..{settings.num_classes}{hint}'))
-    scale = None
     if decoded is not None:
-        scale = min(settings.image_size[0] / decoded[0], settings.image_size[1] / decoded[1])
-    small = []
+        facts.image_hw = decoded
+    crowd = lists.get(CROWD_KEY) or [0] * len(labels)
     for i, (ymin, xmin, ymax, xmax) in enumerate(zip(*(lists[k] for k in BOX_KEYS))):
         shown = f'box {i} [ymin {ymin:.6g}, xmin {xmin:.6g}, ymax {ymax:.6g}, xmax {xmax:.6g}]'
         coords = (ymin, xmin, ymax, xmax)
@@ -193,23 +240,15 @@ def check_example(example, settings: CheckSettings, decode: bool = True
             problems.append(('box_min_ge_max', f'{shown}: min > max'))
         elif xmin == xmax or ymin == ymax:
             problems.append(('zero_area_box', f'{shown}: zero area'))
-        elif scale is not None:
-            side = math.sqrt((ymax - ymin) * decoded[0] * (xmax - xmin) * decoded[1]) * scale
-            facts.box_sides.append(side)
-            if side < settings.smallest_anchor:
-                small.append(f'{i} ({side:.1f} px)')
-    if small:
-        problems.append(('small_box', f'{len(small)} of {len(labels)} boxes smaller than the '
-                                      f'smallest anchor ({settings.smallest_anchor:g} px) at '
-                                      f'image_size {settings.image_size[0]},'
-                                      f'{settings.image_size[1]}: box {", ".join(small)}'))
+        elif decoded is not None and not crowd[i]:  # training skips crowd boxes
+            facts.boxes.append((i, coords, labels[i]))
     return problems, facts
 
 
 @dataclasses.dataclass
 class Issue:
     code: str
-    file: str
+    file: str  # '' for an issue of the whole set
     index: int  # record number in the file, from 0; -1 for the whole file/set
     source_id: str
     filename: str
@@ -222,12 +261,26 @@ class Issue:
     def where(self) -> str:
         if self.index < 0:
             return self.file
-        names = ', '.join(x for x in (f'source_id {self.source_id!r}' if self.source_id else '',
-                                      self.filename) if x)
-        return f'{self.file} record {self.index}' + (f' ({names})' if names else '')
+        return record_name(self.file, self.index, self.source_id, self.filename)
 
     def line(self) -> str:
-        return f'{self.where()}: {self.message}'
+        where = self.where()
+        return f'{where}: {self.message}' if where else self.message
+
+
+def record_name(file: str, index: int, source_id: str, filename: str) -> str:
+    names = ', '.join(x for x in (f'source_id {source_id!r}' if source_id else '', filename) if x)
+    return f'{file} record {index}' + (f' ({names})' if names else '')
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxRef:
+    """Where a box the coverage measured comes from."""
+    file: str
+    index: int  # record number in the file
+    source_id: str
+    filename: str
+    box: int  # box number in the record
 
 
 class Report:
@@ -243,7 +296,12 @@ class Report:
         self.seconds = 0.0
         self.histogram: Dict[int, int] = collections.Counter()
         self.class_text: Dict[int, str] = {}
-        self.box_sides: List[float] = []
+        # The boxes training keeps, for their sizes and the anchor coverage.
+        self.box_coords: List[Tuple[float, ...]] = []
+        self.box_image_hw: List[Tuple[int, int]] = []
+        self.box_labels: List[int] = []
+        self.box_refs: List[BoxRef] = []
+        self.coverage: Optional[anchor_coverage.Coverage] = None  # set by Validator.finish
         # Fingerprints of the records with an error of their own (see `fingerprint`).
         self.bad_records: List[int] = []
 
@@ -260,14 +318,57 @@ class Report:
     def counts(self) -> Dict[str, int]:
         return dict(sorted(collections.Counter(i.code for i in self.issues).items()))
 
+    def boxes(self) -> anchor_coverage.Boxes:
+        return anchor_coverage.Boxes.of(self.box_coords, self.box_image_hw, self.box_labels)
+
+    def class_name(self, label: int) -> str:
+        return f'{label} {self.class_text.get(label, "")}'.strip()
+
     def box_stats(self) -> Dict[str, float]:
-        sides = sorted(self.box_sides)
-        if not sides:
+        """Box sides (sqrt of area) at the model input, in pixels."""
+        if not self.coverage or not self.coverage.total:
             return {'count': 0}
-        small = sum(1 for s in sides if s < self.settings.smallest_anchor)
-        return {'count': len(sides), 'min': sides[0], 'median': sides[len(sides) // 2],
-                'max': sides[-1], 'below_smallest_anchor': small,
-                'smallest_anchor': self.settings.smallest_anchor}
+        sides = np.sort(np.sqrt(np.prod(self.coverage.sizes, axis=1)))
+        return {'count': len(sides), 'min': float(sides[0]),
+                'median': float(sides[len(sides) // 2]), 'max': float(sides[-1])}
+
+    def low_coverage_classes(self) -> Dict[int, Tuple[int, int]]:
+        """{label: (covered, boxes)} of the classes under COVERAGE_WARN_BELOW."""
+        if not self.coverage:
+            return {}
+        return {k: (c, n) for k, (c, n) in self.coverage.by_class().items()
+                if c / n < COVERAGE_WARN_BELOW}
+
+    def uncovered_examples(self, limit: int) -> List[dict]:
+        """The first `limit` boxes without a covering anchor, in set order."""
+        cov = self.coverage
+        found = []
+        for i in (cov.uncovered()[:limit] if cov else []):
+            width, height = cov.sizes[i]
+            found.append({**dataclasses.asdict(self.box_refs[i]), 'label': int(cov.labels[i]),
+                          'kind': cov.kinds[i], 'width': round(float(width), 1),
+                          'height': round(float(height), 1),
+                          'best_iou': round(float(cov.best[i]), 3)})
+        return found
+
+    def coverage_dict(self) -> Optional[dict]:
+        cov = self.coverage
+        if not cov:
+            return None
+        return {
+            'image_size': list(cov.anchors.input_size),
+            'anchors': dataclasses.asdict(cov.anchors),
+            'match_threshold': cov.anchors.match_threshold,
+            'warn_below': COVERAGE_WARN_BELOW,
+            'boxes': cov.total, 'covered': cov.covered, 'share': round(cov.share, 4),
+            'by_class': {str(k): {'text': self.class_text.get(k, ''), 'boxes': n, 'covered': c,
+                                  'share': round(c / n, 4)}
+                         for k, (c, n) in cov.by_class().items()},
+            'uncovered_by_kind': cov.by_kind(),
+            'uncovered': self.uncovered_examples(UNCOVERED_LISTED),
+            'suggestions': [dataclasses.asdict(s) for s in cov.suggestions],
+            'suggestions_measured_on': cov.measured_on,
+        }
 
     def as_dict(self) -> dict:
         return {
@@ -281,17 +382,77 @@ class Report:
             'class_histogram': {str(k): {'count': v, 'text': self.class_text.get(k, '')}
                                 for k, v in sorted(self.histogram.items())},
             'box_size_at_model_input': self.box_stats(),
+            'anchor_coverage': self.coverage_dict(),
             'issues': [{'severity': i.severity, **dataclasses.asdict(i)} for i in self.issues],
         }
+
+    # --- text ------------------------------------------------------------------
+
+    def _histogram_text(self) -> str:
+        return ', '.join(f'{self.class_name(k)}: {v}' for k, v in sorted(self.histogram.items()))
+
+    def _suggestions_text(self) -> str:
+        cov = self.coverage
+        if not cov.suggestions:
+            return 'no single-flag change tried covers more'
+        sampled = (f' (measured on {cov.measured_on} of {cov.total} boxes)'
+                   if cov.measured_on < cov.total else '')
+        return ', '.join(s.text(self.class_text, len(cov.by_class()))
+                         for s in cov.suggestions) + sampled
+
+    def _coverage_headline(self) -> str:
+        cov = self.coverage
+        anchors = cov.anchors
+        h, w = anchors.input_size
+        padded = ('' if tuple(anchors.image_size) == (h, w) else
+                  f' (--image_size={anchors.image_size[0]},{anchors.image_size[1]} padded to '
+                  f'a multiple of 2^{anchors.max_level})')
+        return (f'Anchor coverage at image_size {h},{w}{padded}: {cov.covered} of {cov.total} '
+                f'boxes ({anchor_coverage.percent(cov.share)}) have an anchor with IoU >= '
+                f'{anchors.match_threshold:g}')
+
+    def coverage_warning(self) -> str:
+        """The low_anchor_coverage message: the classes under the bar, why, what to try."""
+        cov = self.coverage
+        low = ', '.join(f'{self.class_name(k)}: {c} of {n} boxes '
+                        f'({anchor_coverage.percent(c / n)})'
+                        for k, (c, n) in self.low_coverage_classes().items())
+        h, w = cov.anchors.input_size
+        return (f'{low} have an anchor with IoU >= {cov.anchors.match_threshold:g} at '
+                f'image_size {h},{w}: under {COVERAGE_WARN_BELOW:.0%} (all classes: '
+                f'{anchor_coverage.percent(cov.share)}; not covered: '
+                f'{anchor_coverage.kinds_text(cov.by_kind())}). Measured single-flag changes: '
+                f'{self._suggestions_text()}.')
+
+    def coverage_lines(self, examples: int) -> List[str]:
+        cov = self.coverage
+        lines = [f'{self._coverage_headline()}; {cov.anchors.describe()}.']
+        if not cov.total or cov.covered == cov.total:
+            return lines
+        classes = sorted(cov.by_class().items(), key=lambda kv: (kv[1][0] / kv[1][1], kv[0]))
+        lines.append('  By class, least covered first: ' + ', '.join(
+            f'{self.class_name(k)} {c} of {n} ({anchor_coverage.percent(c / n)})'
+            for k, (c, n) in classes) + '.')
+        lines.append('  Not covered: ' + ', '.join(
+            f'{n} {kind.replace("_", " ")} ({anchor_coverage.kind_definition(kind, cov.anchors)})'
+            for kind, n in cov.by_kind().items()) + ':')
+        for box in self.uncovered_examples(examples):
+            where = record_name(box['file'], box['index'], box['source_id'], box['filename'])
+            lines.append(f'    {box["kind"].replace("_", " ")}: {where}: box {box["box"]} '
+                         f'({self.class_name(box["label"])}), {box["width"]:.0f}x'
+                         f'{box["height"]:.0f} px, best IoU {box["best_iou"]:.2f}')
+        if len(cov.uncovered()) > examples:
+            lines.append(f'    ... {len(cov.uncovered()) - examples} more in the JSON report')
+        lines.append(f'  Single-flag changes that cover more, measured: '
+                     f'{self._suggestions_text()}.')
+        return lines
 
     def summary(self, examples: int = 3) -> str:
         rate = self.records / self.seconds if self.seconds else 0.0
         what = 'all records' if self.complete else f'a sample: {self.sample_note}'
         lines = [f'Checked {self.records} records in {len(self.files)} file(s) ({what}) in '
                  f'{self.seconds:.1f} s ({rate:.0f} records/s).']
-        by_code = collections.defaultdict(list)
-        for issue in self.issues:
-            by_code[issue.code].append(issue)
+        by_code = self._by_code()
         for severity, title in ((ERROR, 'Errors'), (WARNING, 'Warnings'), (INFO, 'Info')):
             codes = [c for c in RULES if RULES[c][0] == severity and c in by_code]
             lines.append(f'{title}: {self.count(severity)}' + (':' if codes else '.'))
@@ -301,20 +462,65 @@ class Report:
                 lines.extend(f'    {i.line()}' for i in found[:examples])
                 if len(found) > examples:
                     lines.append(f'    ... {len(found) - examples} more in the JSON report')
-        hist = ', '.join(f'{k} {self.class_text.get(k, "")}'.strip() + f': {v}'
-                         for k, v in sorted(self.histogram.items()))
-        lines.append(f'Classes (label text: boxes): {hist or "no boxes"}')
+        lines.append(f'Classes (label text: boxes): {self._histogram_text() or "no boxes"}')
         stats = self.box_stats()
-        h, w = self.settings.image_size
         if stats['count']:
-            lines.append(
-                f'Box size at image_size {h},{w} (sqrt of area, px): min {stats["min"]:.1f}, '
-                f'median {stats["median"]:.1f}, max {stats["max"]:.1f}; '
-                f'{stats["below_smallest_anchor"]} of {stats["count"]} below the smallest '
-                f'anchor ({stats["smallest_anchor"]:g} px = anchor_size '
-                f'{self.settings.anchor_size:g} x 2^{self.settings.min_level}).')
+            h, w = self.settings.input_size
+            lines.append(f'Box size at image_size {h},{w} (sqrt of area, px): min '
+                         f'{stats["min"]:.1f}, median {stats["median"]:.1f}, max '
+                         f'{stats["max"]:.1f}.')
+            lines.extend(self.coverage_lines(examples))
         lines.append('Result: ' + ('OK' if self.ok else f'{self.count(ERROR)} error(s)'))
         return '\n'.join(lines)
+
+    def _by_code(self) -> Dict[str, List[Issue]]:
+        by_code = collections.defaultdict(list)
+        for issue in self.issues:
+            by_code[issue.code].append(issue)
+        return by_code
+
+    def one_line(self) -> str:
+        """The check in one line: what was read, the counts, classes, box sizes
+        and anchor coverage (the training job's log line for a set)."""
+        read = 'all read' if self.complete else f'a sample: {self.sample_note}'
+        counts = [plural(self.count(ERROR), 'error'), plural(self.count(WARNING), 'warning')]
+        info = [f'{c} {len(found)}' for c, found in self._by_code().items()
+                if RULES[c][0] == INFO]
+        if info:
+            counts.append('info: ' + ', '.join(info))
+        parts = [f'{self.records} records in {len(self.files)} file(s) ({read}, '
+                 f'{self.seconds:.1f} s): {", ".join(counts)}',
+                 f'classes {self._histogram_text() or "none"}']
+        stats = self.box_stats()
+        if stats['count']:
+            parts.append(f'boxes {stats["min"]:.0f}-{stats["max"]:.0f} px (median '
+                         f'{stats["median"]:.0f})')
+            parts.append(f'anchor coverage {anchor_coverage.percent(self.coverage.share)}')
+        return '; '.join(parts) + '.'
+
+    def problem_lines(self, examples: int = 3) -> List[Tuple[str, str]]:
+        """(severity, line) for each kind of error or warning found, errors
+        first: its count and meaning; examples for errors only (the full list
+        is in the JSON report); a problem of the whole set with its message."""
+        by_code = self._by_code()
+        lines = []
+        for severity in (ERROR, WARNING):
+            for code in (c for c in RULES if RULES[c][0] == severity and c in by_code):
+                found = by_code[code]
+                line = f'{len(found)} {code} ({RULES[code][1]})'
+                if all(i.index < 0 and not i.file for i in found):  # of the whole set
+                    line = f'{code}: ' + '; '.join(i.message for i in found)
+                elif severity == ERROR:
+                    line += ': ' + '; '.join(i.line() for i in found[:examples])
+                    if len(found) > examples:
+                        line += f'; {len(found) - examples} more in the JSON report'
+                lines.append((severity, line))
+        return lines
+
+
+def plural(n: int, noun: str) -> str:
+    """'no errors', '1 error', '2 errors'."""
+    return f'{n or "no"} {noun}' + ('' if n == 1 else 's')
 
 
 def fingerprint(serialized):
@@ -356,7 +562,11 @@ class Validator:
             report.histogram[label] += 1
             if i < len(facts.texts):
                 report.class_text.setdefault(label, facts.texts[i])
-        report.box_sides.extend(facts.box_sides)
+        for box, coords, label in facts.boxes:
+            report.box_coords.append(coords)
+            report.box_image_hw.append(facts.image_hw)
+            report.box_labels.append(label)
+            report.box_refs.append(BoxRef(path, index, facts.source_id, facts.filename, box))
         if facts.source_id:
             here = Issue('duplicate_source_id', path, index, facts.source_id, facts.filename, '')
             if facts.source_id in self._ids:
@@ -408,7 +618,18 @@ class Validator:
                 f'--num_classes={n}, but labels are 1..num_classes (0 is the background). '
                 'Add 1 to every label (reconvert the data); this record is the first with '
                 'label 0.'))
+        self._measure_coverage()
         return report
+
+    def _measure_coverage(self) -> None:
+        """The anchor coverage of the boxes read, and a warning for the classes it leaves short."""
+        report = self.report
+        if not report.box_labels:
+            return
+        report.coverage = anchor_coverage.measure(report.boxes(), report.settings.anchors())
+        if report.low_coverage_classes():
+            report.issues.append(Issue('low_anchor_coverage', '', -1, '', '',
+                                       report.coverage_warning()))
 
 
 def spread(files: Sequence[str], max_records: Optional[int]) -> Tuple[List[str], Optional[int]]:

@@ -13,21 +13,32 @@ from object_detection_algo.io_utils import read_json, write_json
 METRICS_FILE = 'metrics.json'
 
 
-def export_saved_model(params, checkpoint_path: str, export_dir: str) -> None:
-    """Builds a float32 serving model, loads the checkpoint's weights, saves."""
-    params = params.replace(task={'export_config': {
-        'output_normalized_coordinates': True,
-        'cast_num_detections_to_float': True,
-        'cast_detection_classes_to_float': True}})
-    policy = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy('float32')  # serve on CPU and GPU
-    try:
-        module = ServingModule(params=params, batch_size=None,
-                               input_image_size=list(params.task.model.input_size[:2]))
-        tf.train.Checkpoint(model=module.model).read(checkpoint_path).expect_partial()
-        tf.saved_model.save(module, export_dir, signatures=module.get_inference_signatures())
-    finally:
-        tf.keras.mixed_precision.set_global_policy(policy)
+class Exporter:
+    """Exports checkpoints as the float32 serving model. The serving module is
+    built and its signature traced once, at the first export; later exports
+    only load the checkpoint's weights into it and save."""
+
+    def __init__(self, params):
+        self._params = params.replace(task={'export_config': {
+            'output_normalized_coordinates': True,
+            'cast_num_detections_to_float': True,
+            'cast_detection_classes_to_float': True}})
+        self._module = None
+
+    def _build(self) -> ServingModule:
+        policy = tf.keras.mixed_precision.global_policy()
+        tf.keras.mixed_precision.set_global_policy('float32')  # serve on CPU and GPU
+        try:
+            return ServingModule(params=self._params, batch_size=None,
+                                 input_image_size=list(self._params.task.model.input_size[:2]))
+        finally:
+            tf.keras.mixed_precision.set_global_policy(policy)
+
+    def export(self, checkpoint_path: str, export_dir: str) -> None:
+        if self._module is None:
+            self._module = self._build()
+        tf.train.Checkpoint(model=self._module.model).read(checkpoint_path).expect_partial()
+        self._module.save(export_dir)
 
 
 def is_complete(model_dir: str) -> bool:
@@ -60,9 +71,10 @@ class BestModel:
     better than the one it replaces, and nothing of the old one is needed).
     """
 
-    def __init__(self, model_dir: str, work_dir: str):
+    def __init__(self, model_dir: str, work_dir: str, exporter: Optional[Exporter] = None):
         self.model_dir = model_dir
         self.staging = posixpath.join(work_dir, 'best_model_staging')
+        self.exporter = exporter
 
     def recover(self) -> None:
         if is_complete(self.staging) and self.metrics() == read_json(
@@ -80,9 +92,9 @@ class BestModel:
             return None
         return read_json(posixpath.join(self.model_dir, METRICS_FILE))
 
-    def replace(self, params, checkpoint_path: str, metrics: Dict[str, Any]) -> None:
+    def replace(self, checkpoint_path: str, metrics: Dict[str, Any]) -> None:
         self.recover()
-        export_saved_model(params, checkpoint_path, self.staging)
+        self.exporter.export(checkpoint_path, self.staging)
         write_json(posixpath.join(self.staging, METRICS_FILE), metrics)  # marks it complete
         self._install()
 

@@ -1,9 +1,10 @@
 """The data check the training job runs before it builds anything: the record
-checks over both data globs, the JSON report in the checkpoint folder, and a
-DataError (exit status 3) with the summary when a record is bad. When the
-input pipeline later fails on a record the check's sample did not read,
-`find_bad_records` reads every record of that set and reports what it found;
-the job says what it saved and stops."""
+checks over both data globs, logged as one line per set and one per kind of
+problem, the JSON report in the checkpoint folder, and a DataError (exit status
+3) naming the errors when a record is bad. When the input pipeline later fails
+on a record the check's sample did not read, `find_bad_records` reads every
+record of that set and reports what it found; the job says what it saved and
+stops."""
 
 import dataclasses
 import posixpath
@@ -24,9 +25,20 @@ DATA_FLAGS = ('training_data_path', 'validation_data_path')
 
 def check_settings(settings: Settings) -> record_checks.CheckSettings:
     return record_checks.CheckSettings(
-        num_classes=settings.num_classes, image_size=settings.input_size,
+        num_classes=settings.num_classes, image_size=settings.image_size,
         anchor_size=settings.anchor_size, min_level=settings.fpn_min_level,
+        max_level=settings.fpn_max_level, aspect_ratios=settings.bbox_aspect_ratios,
         max_boxes=settings.max_num_bboxes_in_training)
+
+
+def log_report(settings: Settings, flag: str, report: record_checks.Report) -> None:
+    """One line for the set, then one per kind of error or warning (errors with
+    examples): one event, one line."""
+    name = f'Data check of --{flag}={getattr(settings, flag)}'
+    logging.info('%s: %s', name, report.one_line())
+    for severity, line in report.problem_lines():
+        log = logging.error if severity == record_checks.ERROR else logging.warning
+        log('%s: %s', name, line)
 
 
 @dataclasses.dataclass
@@ -64,7 +76,7 @@ def run(settings: Settings, files: Dict[str, List[str]], report_dir: str):
 
     Returns (skip, counted): the fingerprints of the records to leave out per
     flag (only with --skip_bad_records), and the records of each set when all
-    were read (else None). Raises DataError with the summary on errors unless
+    were read (else None). Raises DataError naming the errors unless
     --skip_bad_records lets the job go on without the bad records. Writes
     nothing else: checkpoints and the best model are left as they are."""
     check = check_settings(settings)
@@ -74,9 +86,7 @@ def run(settings: Settings, files: Dict[str, List[str]], report_dir: str):
     for flag in DATA_FLAGS:
         report = record_checks.validate(files[flag], check, limit)
         reports[flag] = report
-        if report.ok:  # a failed check is logged whole below
-            logging.info('Data check of --%s=%s:\n%s', flag, getattr(settings, flag),
-                         report.summary())
+        log_report(settings, flag, report)
     io_utils.makedirs(report_dir)
     path = posixpath.join(report_dir, REPORT_FILE)
     io_utils.write_json(path, {flag: dict(r.as_dict(), records_skipped=len(r.bad_records)
@@ -86,7 +96,8 @@ def run(settings: Settings, files: Dict[str, List[str]], report_dir: str):
     stopping = {flag: r for flag, r in bad.items() if not skip or r.set_errors()}
     if stopping:
         parts = [f'--{flag}={getattr(settings, flag)}: {r.count(record_checks.ERROR)} '
-                 f'error(s) in the data check:\n{r.summary()}' for flag, r in stopping.items()]
+                 f'error(s) in the data check: {_error_counts(r)} (examples in the lines '
+                 'above).' for flag, r in stopping.items()]
         if skip:
             codes = sorted({i.code for r in stopping.values() for i in r.set_errors()})
             parts.append(f'--skip_bad_records skips single records; {", ".join(codes)} '
@@ -99,15 +110,21 @@ def run(settings: Settings, files: Dict[str, List[str]], report_dir: str):
         if len(r.bad_records) >= r.records:
             raise DataError(
                 f'--{flag}={getattr(settings, flag)}: all {r.records} records have errors, '
-                f'none is left to use:\n{r.summary()}\nFull report: {path}')
+                f'none is left to use: {_error_counts(r)} (examples in the lines above). '
+                f'Full report: {path}')
         logging.warning('--skip_bad_records: training and evaluating without %d of the %d '
-                        'records of --%s=%s, the records with errors below.\n%s',
-                        len(r.bad_records), r.records, flag, getattr(settings, flag),
-                        r.summary())
+                        'records of --%s=%s: those with the errors above (all listed in %s).',
+                        len(r.bad_records), r.records, flag, getattr(settings, flag), path)
     logging.info('Data check passed%s; report: %s',
                  ' (bad records skipped)' if bad else '', path)
     return ({flag: r.bad_records for flag, r in bad.items()},
             {flag: r.records if r.complete else None for flag, r in reports.items()})
+
+
+def _error_counts(report: record_checks.Report) -> str:
+    """'box_outside 1, label_out_of_range 2': the errors found, by rule."""
+    return ', '.join(f'{code} {n}' for code, n in report.counts().items()
+                     if record_checks.RULES[code][0] == record_checks.ERROR)
 
 
 def pipeline_failure(message: str) -> str:

@@ -48,7 +48,7 @@ def optimizer_config(s: Settings) -> Dict[str, Any]:
 
 def build(s: Settings, train_files: List[str], eval_files: List[str],
           validation_steps: int, num_replicas: int = 1,
-          data_dtype: str = 'float32', drop_eval_remainder: bool = False,
+          dtype: str = 'float32', drop_eval_remainder: bool = False,
           init_checkpoint: Optional[str] = None,
           init_checkpoint_modules: Optional[str] = None) -> cfg.ExperimentConfig:
     """The config; its initial weights are those init_weights.choose checked (the
@@ -59,7 +59,9 @@ def build(s: Settings, train_files: List[str], eval_files: List[str],
     task.init_checkpoint = init_checkpoint
     task.init_checkpoint_modules = init_checkpoint_modules or 'backbone'
     task.annotation_file = None  # ground truth for COCO eval comes from the records
-    params.runtime.mixed_precision_dtype = 'bfloat16' if data_dtype == 'bfloat16' else 'float32'
+    # Model Garden casts the images to the compute dtype and, for float16, wraps the
+    # optimizer for dynamic loss scaling (runtime.loss_scale None).
+    params.runtime.mixed_precision_dtype = dtype
 
     model = task.model
     model.num_classes = s.num_classes + 1  # Model Garden counts background
@@ -92,7 +94,7 @@ def build(s: Settings, train_files: List[str], eval_files: List[str],
 
     for data, files in ((task.train_data, train_files), (task.validation_data, eval_files)):
         data.input_path = list(files)
-        data.dtype = data_dtype
+        data.dtype = dtype
         data.parser.max_num_instances = s.max_num_bboxes_in_training
     task.train_data.global_batch_size = s.train_batch_size
     task.train_data.shuffle_buffer_size = 1000
@@ -138,7 +140,8 @@ def validation_steps(settings: Settings, num_records: int, batch: int) -> int:
 
 
 def for_job(settings: Settings, files: Dict[str, List[str]], num_eval: int,
-            num_replicas: int, on_tpu: bool, weights=None) -> cfg.ExperimentConfig:
+            num_replicas: int, on_tpu: bool, dtype: str = 'float32',
+            weights=None) -> cfg.ExperimentConfig:
     """The config of a training job on these files and devices."""
     if settings.train_batch_size % num_replicas:
         raise UsageError(
@@ -147,7 +150,7 @@ def for_job(settings: Settings, files: Dict[str, List[str]], num_eval: int,
     batch = eval_batch_size(settings, num_replicas)
     return build(settings, files['training_data_path'], files['validation_data_path'],
                  validation_steps=validation_steps(settings, num_eval, batch),
-                 num_replicas=num_replicas, data_dtype='bfloat16' if on_tpu else 'float32',
+                 num_replicas=num_replicas, dtype=dtype,
                  drop_eval_remainder=on_tpu,
                  init_checkpoint=weights.checkpoint if weights else None,
                  init_checkpoint_modules=weights.modules if weights else None)

@@ -169,6 +169,14 @@ FLAGS_TABLE: List[Flag] = [
     Flag('head_num_convs', 'int', 4, '>= 1',
          'Convolutions in each box/class head tower.', check=_ge(1),
          config=('task.model.head.num_convs',), extension=True),
+    Flag('precision', 'str', 'auto', 'auto, float32, bfloat16, float16',
+         'The dtype the model computes in (weights stay float32; the exported model is '
+         'float32). auto: bfloat16 on TPU; float16 with dynamic loss scaling on GPUs with '
+         'tensor cores (compute capability >= 7.0), float32 on older GPUs; bfloat16 on CPUs '
+         'with AMX or AVX-512 BF16, float32 on other CPUs. The Devices line says which and '
+         'why; a value the devices cannot run (float16 on TPU or CPU, bfloat16 on GPUs below '
+         '8.0) stops the job before training.', choices=('auto', 'float32', 'bfloat16',
+                                                          'float16'), extension=True),
     Flag('preflight_max_records', 'int', 5000, '>= 0',
          'Records the data check before training reads from each of the two data '
          'globs: all of them when there are fewer, else a sample spread over the files '

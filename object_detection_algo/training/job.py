@@ -16,6 +16,7 @@ import orbit
 import tensorflow as tf
 from absl import logging
 from official.core import train_lib, train_utils
+from official.modeling import performance
 from official.vision.utils import summary_manager
 
 from object_detection_algo import errors, io_utils, logs
@@ -26,7 +27,8 @@ from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.data import record_checks
 from object_detection_algo.training import (best_model, chief_evaluation, cluster, data_check,
                                             devices, experiment, identity, init_weights,
-                                            model_card, multiworker, reporting, storage_check)
+                                            model_card, multiworker, precision, reporting,
+                                            storage_check)
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
@@ -97,7 +99,8 @@ class Job:
         self.tuning = tuning
         self.link = link  # on a cluster: this chief's messages to the other tasks
         self.chief_eval = chief_eval
-        self.best = best_model.BestModel(dirs.model, dirs.checkpoints)
+        self.best = best_model.BestModel(dirs.model, dirs.checkpoints,
+                                         best_model.Exporter(params))
         self.evaluations_path = posixpath.join(dirs.checkpoints, EVALUATIONS_FILE)
         self.evaluations = io_utils.read_json(self.evaluations_path) or {'evaluations': []}
 
@@ -189,9 +192,10 @@ class Job:
         self.tuning.report_ap(ap, step)
         best_ap = self._best_ap()
         exported = ap > best_ap
+        evaluated = time.time()
         if exported:
             self.best.replace(
-                self.params, self.controller.checkpoint_manager.latest_checkpoint,
+                self.controller.checkpoint_manager.latest_checkpoint,
                 model_card.card(self.settings, step, metrics, per_class,
                                 self.card_facts['names'], self.card_facts['data'], {
                                     'data_version': self.identity.data_version,
@@ -202,10 +206,11 @@ class Job:
              'per_class': {str(k): v for k, v in per_class.items()},
              'data_version': self.identity.data_version})
         io_utils.write_json(self.evaluations_path, self.evaluations)
-        logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | %.0fs',
-                     step, self.settings.max_steps, ap, metrics['AP50'], metrics['AP75'],
-                     f'new best, exported to {self.dirs.model}' if exported
-                     else f'best stays {best_ap:.4f}', time.time() - start)
+        outcome = (f'new best, exported to {self.dirs.model} in {time.time() - evaluated:.1f}s'
+                   if exported else f'best stays {best_ap:.4f}')
+        logging.info('eval at step %d/%d | AP %.4f | AP50 %.4f | AP75 %.4f | %s | '
+                     'evaluated in %.1fs', step, self.settings.max_steps, ap, metrics['AP50'],
+                     metrics['AP75'], outcome, evaluated - start)
         self.progress.restart_clock()
 
     def run(self) -> None:
@@ -269,7 +274,14 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
             raise errors.UsageError(refused)
     else:
         choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
-        logging.info('Devices: %s (%s).', choice.kind.upper(), choice.reason)
+    computing = precision.choose(settings.precision, choice.kind,
+                                 precision.gpu_capabilities(), precision.cpu_flags())
+    if link:  # the Devices: line named the cluster; the chief's precision is every task's
+        logging.info('Precision %s (%s), for every task of the cluster.', computing.dtype,
+                     computing.reason)
+    else:
+        logging.info('Devices: %s (%s); precision %s (%s).', choice.kind.upper(), choice.reason,
+                     computing.dtype, computing.reason)
         strategy = devices.make_strategy(choice)
     resuming = tf.train.latest_checkpoint(dirs.checkpoints) is not None
     if resuming:
@@ -287,11 +299,10 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
                   'data': model_card.data_used(settings, preflight, data.num_eval)}
     identity.write(dirs.checkpoints, this_start)
     remove_unfinished_saves(dirs.checkpoints)  # only once the job goes on
-    on_tpu = choice.kind == 'tpu'
     params = experiment.for_job(settings, data.files, data.num_eval,
-                                strategy.num_replicas_in_sync, on_tpu, weights)
-    if on_tpu:
-        tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')
+                                strategy.num_replicas_in_sync, on_tpu=choice.kind == 'tpu',
+                                dtype=computing.dtype, weights=weights)
+    performance.set_mixed_precision_policy(computing.dtype)  # as Model Garden's train.py does
     if link:
         link.share_plan(params, data.skip.get('training_data_path', ()),
                         tf.train.latest_checkpoint(dirs.checkpoints),

@@ -55,6 +55,7 @@ class Settings:
     checkpoint_every_steps: int
     head_num_filters: int
     head_num_convs: int
+    precision: str
     preflight_max_records: int
     skip_bad_records: bool
     init_checkpoint: str
