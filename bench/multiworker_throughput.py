@@ -9,6 +9,7 @@ agreement on SIGTERM, the gradients' all-reduce) and to compare on machines
 that each have their own cores or GPUs.
 
   .venv/bin/python bench/multiworker_throughput.py [--tasks 1 2] [--steps 40] [--batch 8]
+      [--precision auto]
 """
 
 import argparse
@@ -65,7 +66,7 @@ def run(tasks, data, args, work):
              '--image_size=128,128', '--fpn_max_level=5', f'--head_num_filters={args.filters}',
              f'--train_batch_size={args.batch}', f'--max_steps={args.steps}',
              f'--train_steps_per_eval={args.steps}', f'--log_every_steps={args.loop}',
-             '--warmup_steps=0', '--num_eval_images=8']
+             '--warmup_steps=0', '--num_eval_images=8', f'--precision={args.precision}']
     logs = [os.path.join(work, f'tasks{tasks}_{i}.txt') for i in range(tasks)]
     start = time.time()
     procs = []
@@ -88,11 +89,13 @@ def main():
     parser.add_argument('--batch', type=int, default=8, help='the global batch, for every run')
     parser.add_argument('--loop', type=int, default=10)
     parser.add_argument('--filters', type=int, default=64)
+    parser.add_argument('--precision', default='auto', help="the job's --precision")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix='bench_multiworker_')
     data = synthetic.write_dataset(os.path.join(work, 'data'), num_train=256, num_val=16)
     print(f'ResNet-18 FPN, 128 px, head/FPN filters {args.filters}, global batch {args.batch}, '
-          f'{args.steps} steps, loops of {args.loop}, CPU x{os.cpu_count()} shared by all tasks')
+          f'{args.steps} steps, loops of {args.loop}, --precision={args.precision}, '
+          f'CPU x{os.cpu_count()} shared by all tasks')
     for tasks in args.tasks:
         rate, seconds = run(tasks, data, args, work)
         print(f'{tasks} task(s): {rate:6.1f} images/s (steady), {seconds:5.0f} s for the whole job')

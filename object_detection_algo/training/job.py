@@ -165,7 +165,7 @@ class Job:
                 f'is untouched: a restart resumes from step {step}.')) from None
         except tf.errors.OpError as e:
             if self.link and self.link.is_lost_task(e):
-                raise self.link.lost(e, self.step()) from None
+                raise self.link.lost(e, _checkpoint_step(self.dirs.checkpoints)) from None
             raise
         if self.link:
             self.link.others_waiting = True

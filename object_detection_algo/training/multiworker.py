@@ -154,11 +154,12 @@ class Link:
         return message
 
     # Both sides.
-    def lost(self, error: tf.errors.OpError, step: Optional[int] = None) -> ClusterError:
-        """The ClusterError for a lost task, named from TensorFlow's error."""
+    def lost(self, error: tf.errors.OpError, saved: Optional[int] = None) -> ClusterError:
+        """The ClusterError for a lost task, named from TensorFlow's error; `saved`:
+        the step of the chief's newest checkpoint, when this is the chief."""
         lost = cluster_config.lost_tasks(error.message, self.cluster) or 'another task'
-        where = (f'the chief\'s last checkpoint (step {step} or the one before)' if step
-                 else 'the chief\'s last checkpoint')
+        where = ('the chief\'s newest checkpoint' if saved is None else
+                 f'the chief\'s checkpoint at step {saved}' if saved else 'the start')
         return ClusterError(
             f'this task ({self.cluster.task_name}) lost {lost} of the cluster '
             f'({cluster_config.cause(error.message)[:300]}): it crashed, was stopped or cannot be '
