@@ -68,9 +68,11 @@ def cluster_envs(tmp_path, caller='ai_platform', workers=1):
 class Cluster:
     """The processes of one start of the cluster, and their logs."""
 
-    def __init__(self, args, envs, folder, name):
+    def __init__(self, args, envs, folder, name, extra=None):
+        """extra: more arguments for some tasks, {task number: [args]}."""
         self.logs = [folder / f'{name}_task{i}.txt' for i in range(len(envs))]
-        self.procs = [start_job(args, env, log) for env, log in zip(envs, self.logs)]
+        self.procs = [start_job(args + (extra or {}).get(i, []), env, log)
+                      for i, (env, log) in enumerate(zip(envs, self.logs))]
 
     def log(self, i):
         with open(self.logs[i]) as f:
@@ -213,12 +215,18 @@ def test_sigterm_then_a_killed_worker_then_a_restart_that_resumes(shapes_data, t
                      rf'{resumed}\.\n', second.log(0)), second.log(0)[-3000:]
     assert 'Traceback' not in second.log(0)
 
-    # 3. The whole cluster again: it resumes from the chief's checkpoint and finishes.
+    # 3. The whole cluster again: it resumes from the chief's checkpoint and finishes. The
+    # worker, started with another learning rate by mistake, trains with the chief's.
     end = resumed + 2
     third = Cluster(data_flags(shapes_data) + TINY_FLAGS + [
-        f'--max_steps={end}', f'--train_steps_per_eval={end}'], envs, tmp_path, 'restart')
+        f'--max_steps={end}', f'--train_steps_per_eval={end}'], envs, tmp_path, 'restart',
+        extra={1: ['--initial_learning_rate=0.5']})
     assert third.wait() == [0, 0], third.log(0)[-3000:] + third.log(1)[-3000:]
     assert f'Resuming from the checkpoint at step {resumed}' in third.log(0)
+    assert re.search(r'This task was started with other values than the chief for '
+                     r"--initial_learning_rate(, --stepwise_learning_rate_levels)?: it trains "
+                     r"with the chief's\.", third.log(1))  # (the levels follow the rate)
+    assert losses(third.log(0)) == losses(third.log(1))
     assert f'step {resumed + 1}/{end} | loss' in third.log(1)
     assert f'step {resumed}/' not in third.log(1)  # nothing redone
     assert latest_step(checkpoints) == end
