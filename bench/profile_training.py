@@ -63,20 +63,27 @@ def main():
     seconds, _ = timed(lambda: [next(pipeline) for _ in range(n)])
     input_rate = n / seconds
 
-    def steps_per_second(dataset):
-        trainer._train_iter = iter(dataset)  # noqa: the trainer's own iterator, replaced
-        trainer.train(tf.constant(n))  # traces
+    def steps_per_second(iterator):
+        trainer._train_iter = iterator  # noqa: the trainer's own iterator, replaced
         seconds, _ = timed(lambda: trainer.train(tf.constant(n)))
         return n / seconds
 
-    one_batch = task.build_inputs(params.task.train_data).take(1).cache().repeat()
-    compute_rate = steps_per_second(one_batch)
-    real_rate = steps_per_second(task.build_inputs(params.task.train_data))
+    one_batch = iter(task.build_inputs(params.task.train_data).take(1).cache().repeat())
+    real = iter(task.build_inputs(params.task.train_data))
+    steps_per_second(real)  # traces, warms oneDNN's kernels
+    rates = {'one': [], 'real': []}
+    for _ in range(2):  # alternated, the better of two: the machine is shared
+        rates['one'].append(steps_per_second(one_batch))
+        rates['real'].append(steps_per_second(real))
+    compute_rate, real_rate = max(rates['one']), max(rates['real'])
 
     trainer.evaluate(tf.constant(1))  # traces
+    scoring = []  # the seconds pycocotools takes inside the evaluation
+    score = task.coco_metric.evaluate
+    task.coco_metric.evaluate = lambda: (lambda t: (scoring.append(t[0]), t[1])[1])(
+        timed(score))
     evaluation_seconds, _ = timed(lambda: trainer.evaluate(tf.constant(-1)))
-    # Scoring alone: pycocotools over the detections the evaluation just gathered.
-    scoring_seconds, _ = timed(lambda: task.coco_metric.result())
+    scoring_seconds = scoring[-1]
 
     checkpoint = tf.train.Checkpoint(model=trainer.model).write(os.path.join(work, 'ckpt'))
     exporter = best_model.Exporter(params)
@@ -92,7 +99,7 @@ def main():
           f'{compute_rate:.2f} steps/s | {1000 / compute_rate:.0f} |')
     print(f'| training steps on the real pipeline | {real_rate:.2f} steps/s | {step_ms:.0f} |')
     print(f'| evaluation of 64 images (inference and scoring) | {evaluation_seconds:.1f} s | |')
-    print(f'| of which COCO scoring again alone | {scoring_seconds:.1f} s | |')
+    print(f'| of which COCO scoring (pycocotools) | {scoring_seconds:.1f} s | |')
     print(f'| export, first (builds and traces the serving model) | {first_export:.1f} s | |')
     print(f'| export, later (weights only) | {later_export:.1f} s | |')
 

@@ -21,7 +21,7 @@ DEMO_FLAGS = {
     'bbox_aspect_ratios': '1.0',
     'head_num_filters': 64,
     'train_batch_size': 8,
-    'max_steps': 800,
+    'max_steps': 1600,
     'train_steps_per_eval': 800,
     'warmup_steps': 100,
     'initial_learning_rate': 0.03,
