@@ -7,6 +7,9 @@ status the training job ends with:
   DataError     3  records or files that cannot be used (named in the message)
   StorageError  3  a storage path that cannot be read or written
 
+A job that is one task of a cluster also ends with 4 when another task was
+lost (training/multiworker.py: ClusterError).
+
 Each command catches `JobError` in one place and prints `error: <message>`.
 Pure Python: no TensorFlow.
 """
@@ -18,6 +21,7 @@ EXIT_OK = 0
 EXIT_PROBLEMS_FOUND = 1  # validate found bad records; predict could not answer some
 EXIT_USAGE = 2
 EXIT_DATA = 3
+EXIT_CLUSTER = 4  # a task of the training cluster was lost; every task stops
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a scheduler expects after a stop
 
 

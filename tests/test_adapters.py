@@ -110,3 +110,12 @@ def test_our_coco_evaluator_gets_the_arguments_model_garden_gives_its_own():
     ours = keywords(inspect.getsource(retinanet_task.RetinaNetTask.build_metrics),
                     'COCOEvaluator(')
     assert upstream == ours
+
+
+def test_model_gardens_runner_still_builds_its_checkpoint_manager_through_the_hook():
+    """adapters/follower_runner.py replaces the manager of a cluster task that is not the chief."""
+    from official.core import train_lib
+    source = inspect.getsource(train_lib.OrbitExperimentRunner.__init__)
+    assert 'self._checkpoint_manager = self._maybe_build_checkpoint_manager()' in source
+    for name in ('trainer', 'params', 'model_dir'):
+        assert isinstance(getattr(train_lib.OrbitExperimentRunner, name), property), name

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Tuple
 from absl import flags
 
 from object_detection_algo import errors
-from object_detection_algo.training import flag_table, outputs
+from object_detection_algo.training import cluster, flag_table, outputs
 from object_detection_algo.training.settings import Settings
 
 FLAGS = flags.FLAGS
@@ -84,6 +84,9 @@ def parse(argv: List[str]) -> List[str]:
 
 
 def resolved() -> Tuple[Settings, outputs.OutputDirs]:
-    """(settings, output dirs) from the parsed flags and the environment."""
+    """(settings, output dirs) from the parsed flags and the environment; a
+    cluster this job cannot train on is refused here too, before TensorFlow."""
     settings = flag_table.resolve(raw_values())
-    return settings, outputs.resolve(settings.job_dir, os.environ)
+    dirs = outputs.resolve(settings.job_dir, os.environ)
+    cluster.from_env(os.environ)
+    return settings, dirs

@@ -25,9 +25,10 @@ from object_detection_algo.adapters.coco_metrics import COCO_METRICS
 from object_detection_algo.adapters.hypertune_file import HyperTuneFile
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.data import record_checks
-from object_detection_algo.training import (best_model, data_check, devices, experiment,
-                                            identity, init_weights, model_card, precision,
-                                            reporting, storage_check)
+from object_detection_algo.training import (best_model, chief_evaluation, cluster, data_check,
+                                            devices, experiment, identity, init_weights,
+                                            model_card, multiworker, precision, reporting,
+                                            storage_check)
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
@@ -48,21 +49,23 @@ class PreemptionStop:
 
     def __init__(self):
         self.requested = False
+        self.agree = None  # on a cluster: whether any task got SIGTERM (a collective)
 
     def on_sigterm(self, signum, frame) -> None:
         logging.warning('SIGTERM: saving a checkpoint at the end of this training loop.')
         self.requested = True
 
     def __call__(self, _output) -> None:
-        if self.requested:
+        stopping = self.agree(self.requested) if self.agree else self.requested
+        if stopping:
             raise Preempted()
 
 
-def build_runner(params, task, trainer, strategy, dirs: OutputDirs,
-                 train_actions: List) -> train_lib.OrbitExperimentRunner:
+def build_runner(params, task, trainer, strategy, dirs: OutputDirs, train_actions: List,
+                 runner_class=train_lib.OrbitExperimentRunner) -> train_lib.OrbitExperimentRunner:
     """Model Garden's runner for train-and-evaluate, with our summaries' folders
     (validation: the scalars, and a few images with their detections drawn)."""
-    return train_lib.OrbitExperimentRunner(
+    return runner_class(
         distribution_strategy=strategy, task=task, mode='train_and_eval',
         params=params, model_dir=dirs.checkpoints, trainer=trainer,
         train_actions=train_actions,
@@ -80,7 +83,9 @@ class Job:
     def __init__(self, settings: Settings, dirs: OutputDirs, data: data_check.DataPlan,
                  params, runner: train_lib.OrbitExperimentRunner,
                  progress: reporting.ProgressLog, tuning: HyperTuneFile,
-                 job_identity: identity.Identity, card_facts: Dict[str, Any]):
+                 job_identity: identity.Identity, card_facts: Dict[str, Any],
+                 link: Optional[multiworker.Link] = None,
+                 chief_eval: Optional[chief_evaluation.ChiefEvaluator] = None):
         self.settings = settings
         self.card_facts = card_facts  # class names and data, for the model card
         self.started = time.time()
@@ -92,6 +97,8 @@ class Job:
         self.controller = runner.controller
         self.progress = progress
         self.tuning = tuning
+        self.link = link  # on a cluster: this chief's messages to the other tasks
+        self.chief_eval = chief_eval
         self.best = best_model.BestModel(dirs.model, dirs.checkpoints,
                                          best_model.Exporter(params))
         self.evaluations_path = posixpath.join(dirs.checkpoints, EVALUATIONS_FILE)
@@ -137,24 +144,43 @@ class Job:
             f'or remove the records and start the job again. Full report: {found.path}')
 
     def train_to(self, target: int) -> None:
+        if self.link:
+            self.link.send('train', target=target)
+            self.link.others_waiting = False
         try:
             self.controller.train(steps=target, checkpoint_at_completion=True)
         except Preempted:
             self.controller.save_checkpoint()
             raise
         except _PIPELINE_ERRORS as e:
+            if self.link:  # a save is a collective, which the failure broke on every task
+                self.link.report(e)
+                raise self._bad_data('training_data_path', e, (
+                    f'The cluster stopped near step {self.step()}; the best model is untouched: '
+                    'a restart of the cluster resumes from the last checkpoint.')) from None
             self.controller.save_checkpoint()  # the steps done so far are kept
             step = self.step()
             raise self._bad_data('training_data_path', e, (
                 f'Training stopped at step {step}; its checkpoint is saved and the best model '
                 f'is untouched: a restart resumes from step {step}.')) from None
+        except tf.errors.OpError as e:
+            if self.link and self.link.is_lost_task(e):
+                raise self.link.lost(e, _checkpoint_step(self.dirs.checkpoints)) from None
+            raise
+        if self.link:
+            self.link.others_waiting = True
+
+    def _evaluation_output(self) -> Dict[str, Any]:
+        if self.chief_eval:  # on a cluster: the chief alone (training/chief_evaluation.py)
+            return self.chief_eval.evaluate(self.controller.checkpoint_manager.latest_checkpoint)
+        return self.controller.evaluate(steps=self.params.trainer.validation_steps)
 
     def evaluate(self) -> None:
         step = self.step()
         start = time.time()
         try:
             with logs.library_prints():  # pycocotools' tables
-                output = self.controller.evaluate(steps=self.params.trainer.validation_steps)
+                output = self._evaluation_output()
         except _PIPELINE_ERRORS as e:
             raise self._bad_data('validation_data_path', e, (
                 f'The evaluation at step {step} did not finish; the checkpoint of step {step} '
@@ -231,18 +257,32 @@ def remove_unfinished_saves(checkpoint_dir: str) -> None:
         logging.warning('Removed %s, left by a checkpoint save that did not finish.', folder)
 
 
-def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
-    """The restart check, devices, the data check, the config, the trainer and its runner."""
+def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
+          link: Optional[multiworker.Link] = None) -> Job:
+    """The restart check, devices, the data check, the config, the trainer and its runner.
+    On a cluster (`link`, from run) the strategy is up and the other tasks wait for
+    this chief's plan."""
     where = (f'--job-dir={settings.job_dir}' if settings.job_dir
              else f'the checkpoint folder {dirs.checkpoints}')
     previous = identity.read(dirs.checkpoints)
     identity.check_shape(previous, settings, where)  # before anything is built
-    choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
+    if link:
+        choice, strategy = link.choice, link.strategy
+        refused = cluster.batch_error(settings.train_batch_size, strategy.num_replicas_in_sync,
+                                      link.cluster)
+        if refused:
+            raise errors.UsageError(refused)
+    else:
+        choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
     computing = precision.choose(settings.precision, choice.kind,
                                  precision.gpu_capabilities(), precision.cpu_flags())
-    logging.info('Devices: %s (%s); precision %s (%s).', choice.kind.upper(), choice.reason,
-                 computing.dtype, computing.reason)
-    strategy = devices.make_strategy(choice)
+    if link:  # the Devices: line named the cluster; the chief's precision is every task's
+        logging.info('Precision %s (%s), for every task of the cluster.', computing.dtype,
+                     computing.reason)
+    else:
+        logging.info('Devices: %s (%s); precision %s (%s).', choice.kind.upper(), choice.reason,
+                     computing.dtype, computing.reason)
+        strategy = devices.make_strategy(choice)
     resuming = tf.train.latest_checkpoint(dirs.checkpoints) is not None
     if resuming:
         weights = None  # the job's own checkpoint is restored; nothing else is loaded
@@ -263,6 +303,10 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
                                 strategy.num_replicas_in_sync, on_tpu=choice.kind == 'tpu',
                                 dtype=computing.dtype, weights=weights)
     performance.set_mixed_precision_policy(computing.dtype)  # as Model Garden's train.py does
+    if link:
+        link.share_plan(params, data.skip.get('training_data_path', ()),
+                        tf.train.latest_checkpoint(dirs.checkpoints),
+                        _checkpoint_step(dirs.checkpoints), settings.as_flags())
     tuning = HyperTuneFile(dirs.metrics_file, dirs.trial or '0')
     io_utils.makedirs(dirs.checkpoints)
     task = RetinaNetTask(params.task, skip={
@@ -274,7 +318,16 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop) -> Job:
                                      settings.train_batch_size)
     orbit_log.install()
     runner = build_runner(params, task, trainer, strategy, dirs, [progress, stop])
-    return Job(settings, dirs, data, params, runner, progress, tuning, this_start, card_facts)
+    chief_eval = chief_evaluation.ChiefEvaluator(
+        params, settings, data.skip.get('validation_data_path', ()), trainer.global_step,
+        runner.controller.eval_summary_manager) if link else None
+    return Job(settings, dirs, data, params, runner, progress, tuning, this_start, card_facts,
+               link, chief_eval)
+
+
+def _checkpoint_step(checkpoint_dir: str) -> int:
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    return int(latest.rsplit('-', 1)[1]) if latest else 0
 
 
 def run(settings: Settings, dirs: OutputDirs) -> int:
@@ -283,9 +336,17 @@ def run(settings: Settings, dirs: OutputDirs) -> int:
                  dirs.checkpoints, dirs.model, dirs.tensorboard,
                  f', trial {dirs.trial}' if dirs.trial else '')
     stop = PreemptionStop()
+    link = None
     try:
+        choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
+        if choice.cluster:  # every task connects first, so that all learn how the chief fares
+            link = multiworker.connect(choice, stop.on_sigterm)
+            stop.agree = link.any_task_stopping
+            if not link.is_chief:
+                from object_detection_algo.training import follower  # (it imports this module)
+                return follower.run(settings, link, stop)
         storage_check.check_paths(settings, dirs)
-        job = build(settings, dirs, stop)
+        job = build(settings, dirs, stop, link)
         signal.signal(signal.SIGTERM, stop.on_sigterm)
         job.run()
     except Preempted:
@@ -293,5 +354,9 @@ def run(settings: Settings, dirs: OutputDirs) -> int:
                         'restart resumes from it.', job.step())
         return errors.EXIT_PREEMPTED
     except errors.JobError as e:
+        if link:
+            link.finish(e.exit_status, str(e))
         return errors.report(e)
+    if link:
+        link.finish(errors.EXIT_OK)
     return errors.EXIT_OK
