@@ -145,6 +145,19 @@ def test_devices_line_and_sharding_line():
     assert 'every task reads all records and keeps 1 in 3' in cluster.sharding_line(2, 3)
 
 
+def test_the_tasks_own_addresses_bypass_an_https_proxy_of_the_environment():
+    found = cluster.from_env({'TF_CONFIG': tf_config(AI_PLATFORM, 'worker', 0)})
+    hosts = 'cmle-training-master-a-0,cmle-training-worker-a-0,cmle-training-worker-a-1'
+    assert cluster.proxy_bypass({'https_proxy': 'http://proxy:3128'}, found) == hosts
+    # What the environment exempts already stays exempt, no_grpc_proxy before no_proxy.
+    assert cluster.proxy_bypass({'no_proxy': 'metadata, .internal'}, found) == (
+        'metadata,.internal,' + hosts)
+    assert cluster.proxy_bypass({'no_grpc_proxy': 'a', 'no_proxy': 'b'}, found) == 'a,' + hosts
+    local = cluster.from_env({'TF_CONFIG': tf_config(
+        {'chief': ['127.0.0.1:2222'], 'worker': ['127.0.0.1:2223', '[::1]:2224']}, 'chief')})
+    assert cluster.proxy_bypass({'NO_PROXY': '127.0.0.1'}, local) == '127.0.0.1,::1'
+
+
 def test_lost_tasks_are_named_as_the_caller_names_them():
     found = cluster.from_env({'TF_CONFIG': tf_config(AI_PLATFORM, 'worker', 0)})
     heartbeat = ('Collective ops is aborted by: The following tasks are unhealthy (stopped '

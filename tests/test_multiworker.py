@@ -29,6 +29,8 @@ from object_detection_algo.data import synthetic
 
 # A task's start here: TensorFlow and Model Garden imports, the cluster, the model.
 START_SECONDS = 300
+# A port on which nothing listens.
+DEAD_PROXY = 'http://127.0.0.1:9'
 
 
 def free_ports(count):
@@ -54,7 +56,10 @@ def cluster_envs(tmp_path, caller='ai_platform', workers=1):
         extra = {'TF_CONFIG': json.dumps({'cluster': spec, 'environment': 'cloud',
                                           'task': {'type': task_type, 'index': index}}),
                  # Each task's own temporary folder: a follower's scratch must be gone after.
-                 'TMPDIR': str(tmp_path / 'tmp' / name)}
+                 'TMPDIR': str(tmp_path / 'tmp' / name),
+                 # A proxy for HTTPS in the environment (as for Cloud Storage behind one,
+                 # or this suite's GCS harness) must not carry the tasks' own traffic.
+                 'https_proxy': DEAD_PROXY, 'HTTPS_PROXY': DEAD_PROXY, 'http_proxy': DEAD_PROXY}
         if caller == 'vertex':
             pools = {'workerpool0': hosts[:1], 'workerpool1': hosts[1:]}
             pool = 'workerpool0' if task_type == 'chief' else 'workerpool1'

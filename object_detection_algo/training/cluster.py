@@ -162,6 +162,22 @@ def devices_line(cluster: Cluster, kind: str, replicas: int) -> str:
             'in all, MultiWorkerMirroredStrategy')
 
 
+def proxy_bypass(env: Mapping[str, str], cluster: Cluster) -> str:
+    """The `no_grpc_proxy` value that keeps the tasks' own traffic off an HTTP
+    proxy set in the environment (gRPC takes https_proxy and http_proxy too, and
+    a proxy made for Cloud Storage does not carry it: the tasks wait for each
+    other until the registration deadline). Whatever the environment already
+    exempts stays exempt; gRPC reads no_grpc_proxy in place of no_proxy."""
+    kept = env.get('no_grpc_proxy') or env.get('no_proxy') or env.get('NO_PROXY') or ''
+    entries = [e.strip() for e in kept.split(',') if e.strip()]
+    for hosts in cluster.hosts.values():
+        for address in hosts:
+            host = address.rsplit(':', 1)[0].strip('[]')  # host:port, [v6]:port
+            if host not in entries:
+                entries.append(host)
+    return ','.join(entries)
+
+
 def batch_error(batch: int, replicas: int, cluster: Cluster) -> Optional[str]:
     """Why --train_batch_size cannot be split over the cluster's replicas, or None."""
     if batch % replicas == 0:

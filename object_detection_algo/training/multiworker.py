@@ -11,6 +11,7 @@ collective and key-value read on the other tasks, so nobody hangs.
 """
 
 import json
+import os
 import random
 import signal
 from typing import Any, Dict, List, Optional
@@ -57,6 +58,7 @@ def make_strategy(cluster: cluster_config.Cluster) -> tf.distribute.Strategy:
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(spec), task_type=cluster.tensorflow_task_type,
         task_id=cluster.task_index, rpc_layer='grpc')
+    os.environ['no_grpc_proxy'] = cluster_config.proxy_bypass(os.environ, cluster)
     role, _ = cluster.chief
     leader = cluster_config.TENSORFLOW_ROLE.get(role, role)
     # Set before the strategy, which otherwise configures the service with defaults.
@@ -201,6 +203,9 @@ def connect(choice, on_sigterm) -> Link:
     """Starts this task's part of the cluster (waits for every task) and logs the
     Devices: line. SIGTERM is handled from here on: TensorFlow's coordination
     agent installs a handler of its own while the strategy starts."""
+    logging.info('Joining the cluster (%s, from %s) as %s: waiting up to %d minutes for '
+                 'every task to start.', choice.cluster.shape(), choice.cluster.source,
+                 choice.cluster.task_name, REGISTER_TIMEOUT_SECONDS // 60)
     strategy = devices.make_strategy(choice)
     signal.signal(signal.SIGTERM, on_sigterm)
     logging.info('Devices: %s.', cluster_config.devices_line(
