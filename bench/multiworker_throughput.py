@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,9 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # the data is written with TensorFlow here
 
 from object_detection_algo.data import synthetic  # noqa: E402
-from tests.job_runner import ENTRYPOINT, job_env  # noqa: E402
+from tests.job_runner import ENTRYPOINT, free_ports, job_env  # noqa: E402
 
 PROGRESS = re.compile(r'step (\d+)/\d+ \| loss \S+ \| lr \S+ \| [\d.]+ steps/s, ([\d.]+) images/s')
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def task_envs(work, tasks):

@@ -3,6 +3,7 @@ caller's environment variables cleared, on tiny CPU model settings. Shared by
 the tests (through conftest.py) and by bench/gcs_vs_local.py."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -20,6 +21,17 @@ TINY_FLAGS = [
 _CALLER_VARIABLES = ('TF_CONFIG', 'CLUSTER_SPEC', 'CLOUD_ML_TRIAL_ID', 'CLOUD_ML_JOB_ID',
                      'AIP_MODEL_DIR', 'AIP_CHECKPOINT_DIR', 'AIP_TENSORBOARD_LOG_DIR',
                      'CLOUD_ML_HP_METRIC_FILE', 'TPU_NAME')
+
+
+def free_ports(count):
+    """Ports on 127.0.0.1 that nothing listens on now, for a local cluster's tasks."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def job_env(metrics_file, **extra):

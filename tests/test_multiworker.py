@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, TINY_FLAGS, data_flags, job_env, start_job
+from job_runner import free_ports
 from object_detection_algo.adapters.coco_metrics import COCO_METRICS
 from object_detection_algo.data import synthetic
 
@@ -31,16 +31,6 @@ from object_detection_algo.data import synthetic
 START_SECONDS = 300
 # A port on which nothing listens.
 DEAD_PROXY = 'http://127.0.0.1:9'
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def cluster_envs(tmp_path, caller='ai_platform', workers=1):

@@ -15,6 +15,7 @@ import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from object_detection_algo.errors import UsageError
+from object_detection_algo.training.outputs import json_variable
 
 TRAINING_ROLES = ('chief', 'master', 'worker')
 REFUSED_ROLES = ('ps', 'evaluator')
@@ -78,24 +79,9 @@ class Cluster:
         return f'{tensorflow_role} {index}'
 
 
-def _parse(env: Mapping[str, str], name: str) -> dict:
-    text = env.get(name) or ''
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise UsageError(f'{name} is not valid JSON ({e}): {text[:200]!r}. AI Platform and '
-                         'Vertex AI set it themselves; if you set it, give a JSON object, or '
-                         'unset it.') from None
-    if not isinstance(value, dict):
-        raise UsageError(f'{name} must be a JSON object, not {text[:200]!r}.')
-    return value
-
-
 def _from_cluster_spec(env: Mapping[str, str]) -> dict:
     """CLUSTER_SPEC (Vertex AI's worker pools) in TF_CONFIG's terms."""
-    spec = _parse(env, 'CLUSTER_SPEC')
+    spec = json_variable(env, 'CLUSTER_SPEC')
     pools, task = spec.get('cluster') or {}, spec.get('task') or {}
     if not isinstance(pools, dict) or not isinstance(task, dict):
         return {}
@@ -108,7 +94,7 @@ def from_env(env: Mapping[str, str]) -> Optional[Cluster]:
     """The cluster of training tasks; None for one machine. A UsageError for a
     cluster this job cannot train on (parameter servers, an evaluator, a task
     that is not in it), naming the variable, its value and the shapes that work."""
-    source, config = 'TF_CONFIG', _parse(env, 'TF_CONFIG')
+    source, config = 'TF_CONFIG', json_variable(env, 'TF_CONFIG')
     if not config.get('cluster'):
         source, config = 'CLUSTER_SPEC', _from_cluster_spec(env)
     cluster, task = config.get('cluster') or {}, config.get('task') or {}

@@ -21,21 +21,30 @@ class OutputDirs:
     metrics_file: str = DEFAULT_METRICS_FILE  # the hypertune lines (CLOUD_ML_HP_METRIC_FILE)
 
 
-def tf_config(env: Mapping[str, str]) -> dict:
-    """TF_CONFIG as a dict ({} when unset); a UsageError when it is not a JSON object,
-    since a tuning trial would lose its trial id and write into another trial's folders."""
-    text = env.get('TF_CONFIG') or ''
+def json_variable(env: Mapping[str, str], name: str) -> dict:
+    """A caller's JSON variable (TF_CONFIG, CLUSTER_SPEC) as a dict ({} when unset);
+    a UsageError naming it when it is not a JSON object."""
+    text = env.get(name) or ''
     if not text.strip():
         return {}
     try:
         value = json.loads(text)
     except ValueError as e:
-        raise UsageError(f'TF_CONFIG is not valid JSON ({e}): {text[:200]!r}. AI Platform and '
+        raise UsageError(f'{name} is not valid JSON ({e}): {text[:200]!r}. AI Platform and '
                          'Vertex AI set it themselves; if you set it, give a JSON object such as '
                          '{"task": {"type": "master", "index": 0}}, or unset it.') from None
-    if not isinstance(value, dict) or not isinstance(value.get('task') or {}, dict):
+    if not isinstance(value, dict):
+        raise UsageError(f'{name} must be a JSON object, not {text[:200]!r}.')
+    return value
+
+
+def tf_config(env: Mapping[str, str]) -> dict:
+    """TF_CONFIG as a dict; a UsageError when it or its "task" is not a JSON object,
+    since a tuning trial would lose its trial id and write into another trial's folders."""
+    value = json_variable(env, 'TF_CONFIG')
+    if not isinstance(value.get('task') or {}, dict):
         raise UsageError(f'TF_CONFIG must be a JSON object with an object "task", not '
-                         f'{text[:200]!r}.')
+                         f'{env["TF_CONFIG"][:200]!r}.')
     return value
 
 
