@@ -8,7 +8,8 @@ status the training job ends with:
   StorageError  3  a storage path that cannot be read or written
 
 A job that is one task of a cluster also ends with 4 when another task was
-lost (training/multiworker.py: ClusterError).
+lost (ClusterError), and a task that follows the chief with the chief's status
+(ChiefStopped).
 
 Each command catches `JobError` in one place and prints `error: <message>`.
 Pure Python: no TensorFlow.
@@ -40,6 +41,19 @@ class DataError(JobError):
 
 class StorageError(JobError):
     exit_status = EXIT_DATA
+
+
+class ClusterError(JobError):
+    """A task of the cluster was lost, or the cluster cannot be used."""
+    exit_status = EXIT_CLUSTER
+
+
+class ChiefStopped(JobError):
+    """The chief ended the job with an error; this task ends with its status."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def report(error: Exception, exit_status: Optional[int] = None) -> int:

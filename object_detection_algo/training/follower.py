@@ -27,7 +27,7 @@ from object_detection_algo.adapters.follower_runner import FollowerRunner
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.training import cluster as cluster_config
 from object_detection_algo.training import data_check, job, reporting
-from object_detection_algo.training.multiworker import ChiefStopped, ClusterError, Link
+from object_detection_algo.training.multiworker import Link
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
@@ -109,7 +109,7 @@ class Follower:
                 tf.errors.PermissionDeniedError, ValueError) as e:  # the restore's
             problem = str(e).strip().splitlines()[0][:300]
         if problem:
-            error = ClusterError(
+            error = errors.ClusterError(
                 f'this task ({self.link.cluster.task_name}) cannot resume from the chief\'s '
                 f'checkpoint {plan["restore"]} ({problem}). Every task reads it: the output '
                 'folder (--job-dir, or AIP_CHECKPOINT_DIR) must be storage all machines share, '
@@ -145,8 +145,8 @@ class Follower:
         if status == errors.EXIT_OK:
             logging.info('Done: the chief (%s) ended the job.', self.chief)
             return status
-        raise ChiefStopped(f'the chief ({self.chief}) stopped the job: {message["message"]}',
-                           status)
+        raise errors.ChiefStopped(
+            f'the chief ({self.chief}) stopped the job: {message["message"]}', status)
 
     def _clean(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -36,19 +36,6 @@ EXIT_BARRIER_SECONDS = 60
 _KEY = 'object_detection_algo/message/{}'
 
 
-class ClusterError(errors.JobError):
-    """A task of the cluster was lost, or the cluster cannot be used."""
-    exit_status = errors.EXIT_CLUSTER
-
-
-class ChiefStopped(errors.JobError):
-    """The chief ended the job with an error; this task ends with its status."""
-
-    def __init__(self, message: str, exit_status: int):
-        super().__init__(message)
-        self.exit_status = exit_status
-
-
 def make_strategy(cluster: cluster_config.Cluster) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy over the cluster's tasks (each with its GPUs, or
     its CPU), with the coordination service's heartbeats watching every task. The
@@ -72,7 +59,7 @@ def make_strategy(cluster: cluster_config.Cluster) -> tf.distribute.Strategy:
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
-        raise ClusterError(
+        raise errors.ClusterError(
             f'the cluster of {cluster.source} ({cluster.shape()}) did not come together within '
             f'{REGISTER_TIMEOUT_SECONDS // 60} minutes: {_first_line(e.message)}. Check that '
             'every task started and that their addresses and ports reach each other.') from None
@@ -156,13 +143,13 @@ class Link:
         return message
 
     # Both sides.
-    def lost(self, error: tf.errors.OpError, saved: Optional[int] = None) -> ClusterError:
+    def lost(self, error: tf.errors.OpError, saved: Optional[int] = None) -> errors.ClusterError:
         """The ClusterError for a lost task, named from TensorFlow's error; `saved`:
         the step of the chief's newest checkpoint, when this is the chief."""
         lost = cluster_config.lost_tasks(error.message, self.cluster) or 'another task'
         where = ('the chief\'s newest checkpoint' if saved is None else
                  f'the chief\'s checkpoint at step {saved}' if saved else 'the start')
-        return ClusterError(
+        return errors.ClusterError(
             f'this task ({self.cluster.task_name}) lost {lost} of the cluster '
             f'({cluster_config.cause(error.message)[:300]}): it crashed, was stopped or cannot be '
             f'reached. Every task stops. Start the whole cluster again to resume from {where}.')
