@@ -1,6 +1,6 @@
 """Starting the real entrypoint as a caller would: in a subprocess, with the
 caller's environment variables cleared, on tiny CPU model settings. Shared by
-the tests (through conftest.py) and by bench/gcs_vs_local.py."""
+the tests (through conftest.py) and by the benchmarks under bench/."""
 
 import os
 import socket
