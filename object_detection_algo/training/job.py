@@ -165,7 +165,8 @@ class Job:
                 f'is untouched: a restart resumes from step {step}.')) from None
         except tf.errors.OpError as e:
             if self.link and self.link.is_lost_task(e):
-                raise self.link.lost(e, _checkpoint_step(self.dirs.checkpoints)) from None
+                raise self.link.lost(
+                    e, _step_of(tf.train.latest_checkpoint(self.dirs.checkpoints))) from None
             raise
         if self.link:
             self.link.others_waiting = True
@@ -258,22 +259,20 @@ def remove_unfinished_saves(checkpoint_dir: str) -> None:
 
 
 def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
-          link: Optional[multiworker.Link] = None) -> Job:
-    """The restart check, devices, the data check, the config, the trainer and its runner.
-    On a cluster (`link`, from run) the strategy is up and the other tasks wait for
-    this chief's plan."""
+          choice: devices.DeviceChoice, link: Optional[multiworker.Link] = None) -> Job:
+    """The restart check, the strategy, the data check, the config, the trainer and its
+    runner, on the devices run chose. On a cluster (`link`) the strategy is up and the
+    other tasks wait for this chief's plan."""
     where = (f'--job-dir={settings.job_dir}' if settings.job_dir
              else f'the checkpoint folder {dirs.checkpoints}')
     previous = identity.read(dirs.checkpoints)
     identity.check_shape(previous, settings, where)  # before anything is built
     if link:
-        choice, strategy = link.choice, link.strategy
+        strategy = link.strategy
         refused = cluster.batch_error(settings.train_batch_size, strategy.num_replicas_in_sync,
                                       link.cluster)
         if refused:
             raise errors.UsageError(refused)
-    else:
-        choice = devices.choose(os.environ, len(tf.config.list_physical_devices('GPU')))
     computing = precision.choose(settings.precision, choice.kind,
                                  precision.gpu_capabilities(), precision.cpu_flags())
     if link:  # the Devices: line named the cluster; the chief's precision is every task's
@@ -283,7 +282,8 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
         logging.info('Devices: %s (%s); precision %s (%s).', choice.kind.upper(), choice.reason,
                      computing.dtype, computing.reason)
         strategy = devices.make_strategy(choice)
-    resuming = tf.train.latest_checkpoint(dirs.checkpoints) is not None
+    latest = tf.train.latest_checkpoint(dirs.checkpoints)
+    resuming = latest is not None
     if resuming:
         weights = None  # the job's own checkpoint is restored; nothing else is loaded
         init_weights.note_restart(settings)
@@ -304,9 +304,8 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
                                 dtype=computing.dtype, weights=weights)
     performance.set_mixed_precision_policy(computing.dtype)  # as Model Garden's train.py does
     if link:
-        link.share_plan(params, data.skip.get('training_data_path', ()),
-                        tf.train.latest_checkpoint(dirs.checkpoints),
-                        _checkpoint_step(dirs.checkpoints), settings.as_flags())
+        link.share_plan(params, data.skip.get('training_data_path', ()), latest,
+                        _step_of(latest), settings.as_flags())
     tuning = HyperTuneFile(dirs.metrics_file, dirs.trial or '0')
     io_utils.makedirs(dirs.checkpoints)
     task = RetinaNetTask(params.task, skip={
@@ -325,9 +324,9 @@ def build(settings: Settings, dirs: OutputDirs, stop: PreemptionStop,
                link, chief_eval)
 
 
-def _checkpoint_step(checkpoint_dir: str) -> int:
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    return int(latest.rsplit('-', 1)[1]) if latest else 0
+def _step_of(checkpoint: Optional[str]) -> int:
+    """The step of a checkpoint prefix ('.../ckpt-800'); 0 for none."""
+    return int(checkpoint.rsplit('-', 1)[1]) if checkpoint else 0
 
 
 def run(settings: Settings, dirs: OutputDirs) -> int:
@@ -346,7 +345,7 @@ def run(settings: Settings, dirs: OutputDirs) -> int:
                 from object_detection_algo.training import follower  # (it imports this module)
                 return follower.run(settings, link, stop)
         storage_check.check_paths(settings, dirs)
-        job = build(settings, dirs, stop, link)
+        job = build(settings, dirs, stop, choice, link)
         signal.signal(signal.SIGTERM, stop.on_sigterm)
         job.run()
     except Preempted:
