@@ -15,6 +15,8 @@ from official.vision.configs import retinanet as retinanet_cfg  # registers pres
 from object_detection_algo.errors import UsageError
 from object_detection_algo.training.settings import Settings
 
+# Model Garden's experiment every config starts from (the follower of a cluster too).
+PRESET = 'retinanet_resnetfpn_coco'
 _OPTIMIZER_TYPE = {'momentum': 'sgd', 'adam': 'adam', 'rmsprop': 'rmsprop'}
 
 
@@ -54,7 +56,7 @@ def build(s: Settings, train_files: List[str], eval_files: List[str],
     """The config; its initial weights are those init_weights.choose checked (the
     preset's own ImageNet path is never used unchecked)."""
     height, width = s.input_size
-    params = exp_factory.get_exp_config('retinanet_resnetfpn_coco')
+    params = exp_factory.get_exp_config(PRESET)
     task = params.task
     task.init_checkpoint = init_checkpoint
     task.init_checkpoint_modules = init_checkpoint_modules or 'backbone'

@@ -26,17 +26,14 @@ from object_detection_algo.adapters import orbit_log
 from object_detection_algo.adapters.follower_runner import FollowerRunner
 from object_detection_algo.adapters.retinanet_task import RetinaNetTask
 from object_detection_algo.training import cluster as cluster_config
-from object_detection_algo.training import data_check, job, reporting
+from object_detection_algo.training import data_check, experiment, job, reporting
 from object_detection_algo.training.multiworker import Link
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
-_PIPELINE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
-
-
 def _config(plan: Dict[str, Any]):
     """The chief's config, whatever flags this task was started with."""
-    params = exp_factory.get_exp_config('retinanet_resnetfpn_coco')  # experiment.build's
+    params = exp_factory.get_exp_config(experiment.PRESET)
     params.override(plan['params'], is_strict=True)
     return params
 
@@ -127,7 +124,7 @@ class Follower:
         except job.Preempted:
             controller.save_checkpoint()  # a collective: every task saves after this loop
             raise
-        except _PIPELINE_ERRORS as e:
+        except job.PIPELINE_ERRORS as e:
             if 'Error reported from' not in e.message:
                 self.link.report(e)  # this task's own records: stop the others now
             failure = cluster_config.cause(data_check.pipeline_failure(e.message))

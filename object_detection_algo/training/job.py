@@ -36,7 +36,7 @@ EVALUATIONS_FILE = 'evaluations.json'  # in the checkpoint dir: what was evaluat
 IMAGES_PER_EVALUATION = 4  # validation images drawn with their detections for TensorBoard
 
 # What a record the decoder cannot take raises from inside the input pipeline.
-_PIPELINE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+PIPELINE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
 
 
 class Preempted(Exception):
@@ -152,7 +152,7 @@ class Job:
         except Preempted:
             self.controller.save_checkpoint()
             raise
-        except _PIPELINE_ERRORS as e:
+        except PIPELINE_ERRORS as e:
             if self.link:  # a save is a collective, which the failure broke on every task
                 self.link.report(e)
                 raise self._bad_data('training_data_path', e, (
@@ -182,7 +182,7 @@ class Job:
         try:
             with logs.library_prints():  # pycocotools' tables
                 output = self._evaluation_output()
-        except _PIPELINE_ERRORS as e:
+        except PIPELINE_ERRORS as e:
             raise self._bad_data('validation_data_path', e, (
                 f'The evaluation at step {step} did not finish; the checkpoint of step {step} '
                 'is saved and the best model is untouched: a restart resumes from there and '
