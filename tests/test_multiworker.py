@@ -287,16 +287,17 @@ def test_a_cluster_with_a_parameter_server_is_refused_at_once(shapes_data, tmp_p
 
 def test_a_bad_record_met_mid_job_stops_every_task_and_the_chief_names_it(shapes_data,
                                                                          tmp_path):
-    """Record 2 of an extra training file is not an image; the data check's sample (2
-    records per file) misses it. Whichever task reads it, both stop with status 3 and
-    the chief reads every record to name it."""
+    """Records 2-11 of an extra training file are not images (enough for the shuffled
+    pipeline to meet one, see test_preflight); the data check's sample (2 records per
+    file) misses them. Whichever task meets one, both stop with status 3 and
+    the chief reads every record to name them."""
     from test_preflight import write_records
     data = tmp_path / 'train'
     data.mkdir()
     for path in tf.io.gfile.glob(shapes_data['train']):
         (data / path.rsplit('/', 1)[1]).symlink_to(path)
     bad_file = data / 'train-late.tfrecord'
-    write_records(bad_file, np.random.RandomState(3), bad_index=2)
+    write_records(bad_file, np.random.RandomState(3), bad=range(2, 12), count=12)
     out = tmp_path / 'out'
     args = [f'--training_data_path={data}/*', f'--validation_data_path={shapes_data["val"]}',
             f'--job-dir={out}', *TINY_FLAGS, '--preflight_max_records=6', '--max_steps=40',
@@ -310,12 +311,12 @@ def test_a_bad_record_met_mid_job_stops_every_task_and_the_chief_names_it(shapes
     assert line.startswith(f'error: --training_data_path={data}/*: the input pipeline failed on '
                            'a record the check before training let through ('), line
     assert 'Unknown image file format' in line and line.endswith(
-        'Every record checked now: 1 error(s):'), line
+        'Every record checked now: 10 error(s):'), line
     assert f"{bad_file} record 2 (source_id '7002', late_2.jpg): image/encoded (12 bytes) " \
            'does not decode' in chief
     assert 'The cluster stopped near step' in chief
     report = json.loads((out / 'checkpoints' / 'data_failure_report.json').read_text())
-    assert report['training_data_path']['counts_by_rule']['undecodable_image'] == 1
+    assert report['training_data_path']['counts_by_rule']['undecodable_image'] == 10
     [line] = [x for x in worker.splitlines() if x.startswith('error: ')]
     assert line.startswith('error: the input pipeline failed during training (Unknown image '
                            'file format. One of JPEG, PNG, GIF, BMP, WebP required.). The chief'
