@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+import types
 
 import numpy as np
 import pytest
@@ -285,26 +286,29 @@ def test_sigterm_saves_a_checkpoint_and_stops(shapes_data, tmp_path):
     assert not (out / 'model').exists()  # no evaluation happened, nothing half-exported
 
 
-def test_a_loop_too_long_for_a_preemption_notice_is_warned_once(caplog):
+def test_a_loop_too_long_for_a_preemption_notice_is_warned_once(caplog, monkeypatch):
     """SIGTERM is acted on between loops: a loop longer than the threshold gets
-    one warning; the first loop (tracing) and one-step loops do not count."""
+    one warning; the first loop (tracing) and one-step loops do not count. The
+    log's clock is a counter the test moves, so a busy machine cannot change it."""
+    clock = [1000.0]
+    monkeypatch.setattr(reporting, 'time', types.SimpleNamespace(time=lambda: clock[0]))
     step = tf.Variable(0, dtype=tf.int64)
-    progress = reporting.ProgressLog(step, max_steps=100, batch_size=2, long_loop_seconds=0.05)
+    progress = reporting.ProgressLog(step, max_steps=100, batch_size=2, long_loop_seconds=10)
 
     def loop(steps, seconds):
-        time.sleep(seconds)
+        clock[0] += seconds
         step.assign_add(steps)
         progress({'total_loss': 1.0, 'learning_rate': 0.1})
 
     def warnings():
         return [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
 
-    loop(10, 0.2)  # the first loop: tracing
-    loop(10, 0.0)
-    loop(1, 0.2)  # one step per loop: nothing to lower
+    loop(10, 40)  # the first loop: tracing
+    loop(10, 5)
+    loop(1, 40)  # one step per loop: nothing to lower
     assert warnings() == []
-    loop(10, 0.2)
-    loop(10, 0.2)
+    loop(10, 20)
+    loop(10, 20)
     [warning] = warnings()
-    assert re.fullmatch(r'A loop of 10 steps took 0 s\. On SIGTERM .* Lower --log_every_steps '
-                        r'\(about [1-2] here\) if yours may be preempted\.', warning), warning
+    assert re.fullmatch(r'A loop of 10 steps took 20 s\. On SIGTERM .* Lower --log_every_steps '
+                        r'\(about 5 here\) if yours may be preempted\.', warning), warning

