@@ -3,6 +3,7 @@ caller's environment variables cleared, on tiny CPU model settings. Shared by
 the tests (through conftest.py) and by the benchmarks under bench/."""
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -24,13 +25,25 @@ _CALLER_VARIABLES = ('TF_CONFIG', 'CLUSTER_SPEC', 'CLOUD_ML_TRIAL_ID', 'CLOUD_ML
 
 
 def free_ports(count):
-    """Ports on 127.0.0.1 that nothing listens on now, for a local cluster's tasks."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    """Ports on 127.0.0.1 that nothing listens on now, for a local cluster's tasks.
+    Drawn below the kernel's range for outgoing connections: the tasks bind them
+    half a minute later, and a port from that range may meanwhile become the local
+    end of some connection."""
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            first_outgoing = int(f.read().split()[0])
+    except OSError:
+        first_outgoing = 32768  # Linux's default
+    ports = []
+    while len(ports) < count:
+        port = random.randrange(max(1024, first_outgoing - 10000), first_outgoing)
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:  # in use
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
