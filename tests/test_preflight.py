@@ -95,7 +95,7 @@ def test_bad_record_past_the_sample_is_named_and_nothing_is_lost(split, shapes_d
     The input pipeline fails on one mid-job: the job saves what it has, reads every
     record to name the bad ones, and stops with exit status 3. Training shuffles
     with a 1000-record buffer over repeated epochs, so a single bad record among 35
-    is missed by 80 draws about one run in ten; 10 among 45 are not."""
+    is missed by 80 draws about one run in ten; 10 among 44 are not."""
     data = {'train': tmp_path / 'train', 'val': tmp_path / 'val'}
     for name, folder in data.items():
         folder.mkdir()
