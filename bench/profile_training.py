@@ -92,7 +92,7 @@ def main():
 
     step_ms = 1000 / real_rate
     print(f'\n{args.precision}, batch {args.batch}, {n} steps a loop, CPU x{os.cpu_count()}')
-    print(f'| part | rate | ms per step |')
+    print('| part | rate | ms per step |')
     print('|---|---|---|')
     print(f'| input pipeline alone | {input_rate:.1f} batches/s | {1000 / input_rate:.0f} |')
     print(f'| training steps on one batch in memory (forward, backward, optimizer) | '

@@ -137,7 +137,7 @@ def main():
           f'{args.batch}, head/FPN filters {model["filters"]}, {args.steps} steps, '
           f'{args.rounds} rounds interleaved, CPU x{os.cpu_count()}')
     reference = rates['Model Garden float32']
-    print(f'| run | images/s (median) | per run | ratio to MG float32 (median, range) |')
+    print('| run | images/s (median) | per run | ratio to MG float32 (median, range) |')
     print('|---|---|---|---|')
     for name, values in rates.items():
         ratios = [v / r for v, r in zip(values, reference)]

@@ -468,7 +468,7 @@ def test_bad_inputs_are_reported_by_file_and_line(source, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'Wrote 4 train records, 1 val records (5 images, ' in printed
     assert 'Dropped records: 2:' in printed
-    assert f'1 bad annotation: broken.xml: not valid XML' in printed
+    assert '1 bad annotation: broken.xml: not valid XML' in printed
     assert f'1 missing image: img_1.xml: {root}/gone.jpg not found' in printed
     assert 'Dropped boxes: 3:' in printed
     # write_voc indents: the <object> elements start on lines 7, 16, 25, 34 of img_0.xml.

@@ -3,7 +3,6 @@ outputs, hypertune file, exported signature, caller layouts, resume."""
 
 import glob
 import json
-import os
 import re
 import signal
 import time
@@ -12,7 +11,6 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from conftest import TINY_FLAGS, data_flags, job_env, run_job, start_job
 from object_detection_algo.data import synthetic

@@ -6,7 +6,6 @@ rate, batch) change freely; an unfinished checkpoint save is cleaned up."""
 
 import json
 import os
-import shutil
 import time
 
 import numpy as np

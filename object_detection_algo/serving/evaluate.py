@@ -8,7 +8,6 @@ same records it reproduces the job's AP for the same model."""
 
 import contextlib
 import io
-import json
 import posixpath
 import sys
 import time

@@ -31,6 +31,7 @@ from object_detection_algo.training.multiworker import Link
 from object_detection_algo.training.outputs import OutputDirs
 from object_detection_algo.training.settings import Settings
 
+
 def _config(plan: Dict[str, Any]):
     """The chief's config, whatever flags this task was started with."""
     params = exp_factory.get_exp_config(experiment.PRESET)

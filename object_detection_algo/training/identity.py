@@ -8,7 +8,7 @@ same data."""
 
 import dataclasses
 import posixpath
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 
