@@ -7,7 +7,7 @@ import re
 import pytest
 
 from object_detection_algo.errors import UsageError
-from object_detection_algo.training import cluster, devices
+from object_detection_algo.training import cluster, data_check, devices
 
 
 def tf_config(cluster_spec, task_type, index=0, **task):
@@ -202,3 +202,11 @@ def test_the_cause_of_a_lost_task_without_tensorflows_node_names():
                '/task:0\nThe tasks have crashed.')
     assert cluster.cause(message) == ('Error reported from /job:worker/task:0: The following '
                                       'tasks are unhealthy (stopped sending heartbeats):')
+
+
+def test_a_workers_pipeline_failure_without_escaped_line_breaks():
+    # As a worker of a cluster test once got it (the chief's copy had real ones).
+    message = ('Unknown image file format. One of JPEG, PNG, GIF, BMP, WebP required.'
+               '\\n\\t \\n\\t \\n\\t [[{{node DecodeImage}}]]\\n\\t \\n [Op:IteratorGetNext]')
+    assert cluster.cause(data_check.pipeline_failure(message)) == (
+        'Unknown image file format. One of JPEG, PNG, GIF, BMP, WebP required.')

@@ -129,7 +129,9 @@ def _error_counts(report: record_checks.Report) -> str:
 
 def pipeline_failure(message: str) -> str:
     """The cause in TensorFlow's message for an error inside tf.data, without
-    the graph, node and iterator names around it."""
+    the graph, node and iterator names around it. Some (seen on a worker of a
+    cluster) hold their line breaks escaped ('\\n\\t'): those are spaces too."""
+    message = message.replace('\\n', ' ').replace('\\t', ' ')
     text = re.sub(r'\[\[.*?\]\]|\[Op:[^\]]*\]', '', ' '.join(message.split()))
     if 'transformation with iterator: ' in text:
         text = text.rsplit('transformation with iterator: ', 1)[1].split(': ', 1)[-1]
