@@ -89,8 +89,9 @@ def test_best_f1_on_a_hand_counted_ranking():
     assert point == pytest.approx({'f1': 0.75, 'score_threshold': 0.6, 'precision': 0.75,
                                    'recall': 0.75})
     outputs = coco_metrics.per_class_outputs(evaluation)
-    assert coco_metrics.per_class_from_outputs(outputs)[1]['score_threshold'] == \
-        pytest.approx(0.6)
+    back = coco_metrics.per_class_from_outputs(outputs)[1]
+    assert back['score_threshold'] == pytest.approx(0.6)
+    assert back['num_boxes'] == 4 and isinstance(back['num_boxes'], int)
 
 
 def test_internals_we_replace_still_exist():

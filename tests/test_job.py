@@ -58,8 +58,9 @@ def test_model_card_beside_the_best_model(main_job):
     assert [row['name'] for row in card['per_class']] == ['circle', 'square', 'triangle']
     for row in card['per_class']:
         assert set(row) == {'id', 'name', 'AP', 'AP50', 'AP75', 'f1', 'score_threshold',
-                            'precision', 'recall'}
+                            'precision', 'recall', 'num_boxes'}
         assert 0 <= row['AP'] <= row['AP50'] <= 1 and 0 <= row['score_threshold'] <= 1
+        assert row['num_boxes'] > 0
     assert card['data']['training_data_path']['records'] == 32
     assert card['data']['validation_data_path']['records_evaluated'] == 8
     assert card['initial_weights']['source'] == 'none'

@@ -15,7 +15,8 @@ COCO_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
 # The evaluator outputs per class ('<key>/<class id>'), as TensorBoard shows them.
 PER_CLASS_KEYS = {'AP': 'AP ByCategory', 'AP50': 'AP50 ByCategory', 'AP75': 'AP75 ByCategory',
                   'f1': 'F1 ByCategory', 'score_threshold': 'F1 ScoreThreshold ByCategory',
-                  'precision': 'F1 Precision ByCategory', 'recall': 'F1 Recall ByCategory'}
+                  'precision': 'F1 Precision ByCategory', 'recall': 'F1 Recall ByCategory',
+                  'num_boxes': 'Boxes ByCategory'}
 F1_FIELDS = ('f1', 'score_threshold', 'precision', 'recall')
 
 
@@ -69,21 +70,33 @@ def best_f1(evaluation, iou: float = 0.5) -> Dict[int, Dict[str, float]]:
     return points
 
 
+def true_boxes(evaluation) -> Dict[int, int]:
+    """Per class, the true boxes of the images evaluated: what shows that an
+    evaluation saw the whole validation set, whatever the model found."""
+    truth = evaluation.cocoGt
+    return {int(class_id): len(truth.getAnnIds(imgIds=evaluation.params.imgIds,
+                                               catIds=[class_id]))
+            for class_id in evaluation.params.catIds}
+
+
 def per_class_outputs(evaluation) -> Dict[str, float]:
-    """per_class_ap and best_f1 as evaluator outputs: '<key>/<class id>': value."""
-    aps, points = per_class_ap(evaluation), best_f1(evaluation)
+    """per_class_ap, best_f1 and true_boxes as evaluator outputs: '<key>/<class id>': value."""
+    aps, points, boxes = per_class_ap(evaluation), best_f1(evaluation), true_boxes(evaluation)
     return {f'{PER_CLASS_KEYS[field]}/{class_id}': value
             for class_id in aps
-            for field, value in {**aps[class_id], **points[class_id]}.items()}
+            for field, value in {**aps[class_id], **points[class_id],
+                                 'num_boxes': boxes[class_id]}.items()}
 
 
 def per_class_from_outputs(outputs: Dict) -> Dict[int, Dict[str, float]]:
-    """{class id: AP, AP50, AP75, f1, score_threshold, precision, recall} from an
-    evaluation's outputs (per_class_outputs' keys)."""
+    """{class id: AP, AP50, AP75, f1, score_threshold, precision, recall, num_boxes}
+    from an evaluation's outputs (per_class_outputs' keys)."""
     names = {v: k for k, v in PER_CLASS_KEYS.items()}
     found: Dict[int, Dict[str, float]] = {}
     for key, value in outputs.items():
         prefix, _, class_id = key.rpartition('/')
         if prefix in names and class_id.isdigit():
-            found.setdefault(int(class_id), {})[names[prefix]] = float(value)
+            field = names[prefix]
+            found.setdefault(int(class_id), {})[field] = (int(value) if field == 'num_boxes'
+                                                          else float(value))
     return dict(sorted(found.items()))
