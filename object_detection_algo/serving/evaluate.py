@@ -111,12 +111,14 @@ def coco_evaluate(data: CocoData):
     return evaluation, summary.getvalue()
 
 
-def per_class(evaluation, names: Dict[int, str], counts: Dict[int, int]) -> List[Dict]:
-    """Per class: AP, AP50, AP75 and the F1-best score threshold at IoU 0.5 (with its
-    precision and recall), as the training job reports them for its best model."""
+def per_class(evaluation, names: Dict[int, str]) -> List[Dict]:
+    """Per class: its true boxes, AP, AP50, AP75 and the F1-best score threshold at
+    IoU 0.5 (with its precision and recall), as the training job reports them for
+    its best model."""
     aps, points = coco_metrics.per_class_ap(evaluation), coco_metrics.best_f1(evaluation)
+    boxes = coco_metrics.true_boxes(evaluation)
     return [{'id': class_id, 'name': names.get(class_id, str(class_id)),
-             'num_boxes': counts.get(class_id, 0), **aps[class_id], **points[class_id]}
+             'num_boxes': boxes[class_id], **aps[class_id], **points[class_id]}
             for class_id in aps]
 
 
@@ -231,11 +233,8 @@ def run(args) -> int:
         sys.stderr.write(f'warning: {data.duplicates} records repeat an earlier source_id; '
                          'COCO merges their boxes into one image (as the training job does).\n')
     evaluation, summary = coco_evaluate(data)
-    counts: Dict[int, int] = {}
-    for a in data.truth:
-        counts[a['category_id']] = counts.get(a['category_id'], 0) + 1
     metrics = dict(zip(COCO_METRICS, (float(v) for v in evaluation.stats)))
-    classes = per_class(evaluation, names, counts)
+    classes = per_class(evaluation, names)
     curves = pr_curves(evaluation, names)
     seconds = time.time() - start
 
@@ -257,7 +256,7 @@ def run(args) -> int:
         print(f'{row["name"][:20]:20s} {row["num_boxes"]:6d} {row["AP"]:7.3f} '
               f'{row["AP50"]:7.3f} {row["AP75"]:7.3f}   {row["score_threshold"]:27.2f}  '
               f'{row["f1"]:.2f} ({row["precision"]:.2f}, {row["recall"]:.2f})')
-    missing = sorted(set(names) - set(counts))
+    missing = sorted(set(names) - {row['id'] for row in classes})
     if missing:
         print('No ground truth (not in the mean): ' + ', '.join(names[i] for i in missing))
     print(f'\nWritten: {posixpath.join(args.output_dir, "metrics.json")}, pr_curves.json, '
